@@ -1,0 +1,38 @@
+//! The functional core: pools, sessions, workstations and every decision about them, as pure
+//! functions of `(state, now) -> actions`. No I/O, no clock reads, no randomness: this module must
+//! not import kube, axum, hyper or tokio. Controllers, the API and the simulator call it.
+//!
+//! ```text
+//!  request ──► decide_request(state, caller, req, now) ──► [Action] ─┐
+//!  backend ──► observe(state, Observation, now)                       ├─► apply(state, action, now)
+//!  tick    ──► reconcile(state, now) ─────────────────► [Action] ─────┘        │
+//!                                                                  shell runs Start/StopWorkstation
+//! ```
+#![warn(missing_docs)]
+
+mod apply;
+pub mod autoscale;
+mod ids;
+pub mod names;
+mod observe;
+mod pool;
+mod reconcile;
+mod request;
+mod session;
+mod state;
+pub mod time;
+
+pub use apply::{Action, apply};
+pub use ids::{Caller, PoolName, SessionId, UserId, WorkstationId};
+pub use observe::{Observation, observe};
+pub use pool::{Access, Capacity, ConnectSpec, FieldError, PoolSpec, SessionLimits};
+pub use reconcile::{ReconcilePolicy, reconcile, settle};
+pub use request::{NewSession, RequestDecision, RequestError, RequestPolicy, decide_request};
+pub use session::{EndReason, Endpoint, Session, SessionPhase, Warning, Workstation, WorkstationPhase};
+pub use state::{PoolCounts, State};
+
+#[cfg(test)]
+pub(crate) use pool::mk_pool;
+
+#[cfg(test)]
+mod tests;

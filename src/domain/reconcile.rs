@@ -1,0 +1,173 @@
+//! The periodic decision: serve queues as capacity frees, keep warm buffers, promote sessions
+//! whose workstation came up, warn and end sessions at their limits, stop what nobody holds,
+//! forget expired records. `reconcile` returns one consistent batch; `settle` applies batches
+//! until nothing is left to do.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::{
+    Action, EndReason, PoolName, Session, SessionPhase, State, Warning, WorkstationPhase, apply,
+    autoscale::desired_unclaimed,
+    time::{after, before},
+};
+
+/// Broker-wide settings the reconcile step needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcilePolicy {
+    /// How long ended sessions are kept as the usage record.
+    pub retention: Duration,
+}
+
+/// Everything that should happen now, as one batch that is consistent in itself.
+pub fn reconcile(state: &State, now: Timestamp, policy: ReconcilePolicy) -> Vec<Action> {
+    let mut actions = Vec::new();
+    let mut offset = 0;
+    for pool in state.pools() {
+        offset = serve_pool(state, &pool.name, offset, &mut actions);
+    }
+    for session in state.live_sessions() {
+        session_step(state, session, now, &mut actions);
+    }
+    stop_unheld(state, &mut actions);
+    forget_expired(state, now, policy.retention, &mut actions);
+    actions
+}
+
+/// Reconciles and applies until a fixed point (bounded), returning everything applied.
+pub fn settle(state: &mut State, now: Timestamp, policy: ReconcilePolicy) -> Vec<Action> {
+    let mut all = Vec::new();
+    for _ in 0..8 {
+        let batch = reconcile(state, now, policy);
+        if batch.is_empty() {
+            break;
+        }
+        for action in &batch {
+            apply(state, action, now);
+        }
+        all.extend(batch);
+    }
+    all
+}
+
+/// Serves the pool's queue first come first, then sizes its warm buffer. Returns the new
+/// name offset.
+fn serve_pool(state: &State, pool: &PoolName, mut offset: u64, out: &mut Vec<Action>) -> u64 {
+    let spec = state.pool(pool).expect("iterating existing pools");
+    let mut warm: Vec<_> = state
+        .pool_workstations(pool)
+        .filter(|w| w.phase == WorkstationPhase::Ready && w.session.is_none())
+        .collect();
+    warm.sort_by_key(|w| std::cmp::Reverse((w.ready_at, w.id.clone())));
+    let mut starting: Vec<_> = state
+        .pool_workstations(pool)
+        .filter(|w| w.phase == WorkstationPhase::Starting && w.session.is_none())
+        .collect();
+    starting.sort_by_key(|w| std::cmp::Reverse((w.created_at, w.id.clone())));
+    let mut counts = state.counts(pool);
+    let mut waiting = 0;
+    for session in state.queue(pool) {
+        // Oldest warm first (`pop` takes from the end of the reversed order).
+        if let Some(w) = warm.pop() {
+            out.push(Action::Claim { session: session.clone(), workstation: w.id.clone() });
+            counts.warm -= 1;
+            counts.in_use += 1;
+        } else if let Some(w) = starting.pop() {
+            out.push(Action::Reserve { session: session.clone(), workstation: w.id.clone() });
+            counts.starting_unclaimed -= 1;
+            counts.starting_reserved += 1;
+        } else if counts.total() < spec.capacity.max {
+            let (workstation, seq) = state.workstation_name(pool, offset);
+            offset += 1;
+            out.push(Action::StartWorkstation {
+                workstation,
+                seq,
+                pool: pool.clone(),
+                session: Some(session.clone()),
+            });
+            counts.starting_reserved += 1;
+        } else {
+            waiting += 1;
+        }
+    }
+    let target = desired_unclaimed(spec, &counts, waiting > 0);
+    let unclaimed = counts.unclaimed();
+    for _ in unclaimed..target {
+        let (workstation, seq) = state.workstation_name(pool, offset);
+        offset += 1;
+        out.push(Action::StartWorkstation { workstation, seq, pool: pool.clone(), session: None });
+    }
+    // Surplus: newest starting ones first (least sunk cost), then the newest warm ones.
+    let surplus = unclaimed.saturating_sub(target) as usize;
+    let victims = starting.iter().chain(warm.iter()).take(surplus);
+    out.extend(victims.map(|w| Action::StopWorkstation { workstation: w.id.clone() }));
+    offset
+}
+
+/// Promotes, warns and ends one live session.
+fn session_step(state: &State, session: &Session, now: Timestamp, out: &mut Vec<Action>) {
+    let Some(pool) = state.pool(&session.pool) else {
+        out.push(Action::EndSession { session: session.id.clone(), reason: EndReason::PoolDeleted });
+        return;
+    };
+    let workstation = session.workstation.as_ref().and_then(|w| state.workstation(w));
+    match session.phase {
+        SessionPhase::Starting => match workstation {
+            Some(w) if w.phase == WorkstationPhase::Ready => {
+                out.push(Action::MarkReady { session: session.id.clone() })
+            }
+            Some(_) => {}
+            None => out.push(Action::FailSession {
+                session: session.id.clone(),
+                reason: EndReason::PodFailed,
+                message: "its workstation disappeared while starting".into(),
+            }),
+        },
+        SessionPhase::Ready => limits_step(session, &pool.limits, now, out),
+        _ => {}
+    }
+}
+
+/// Warns ahead of the nearest forced end, and ends the session once a warning's time is up.
+/// A forced end always comes at least `warnBefore` after its warning.
+fn limits_step(session: &Session, limits: &super::SessionLimits, now: Timestamp, out: &mut Vec<Action>) {
+    let (Some(ready_at), Some(active_at)) = (session.ready_at, session.last_activity) else { return };
+    let idle = (after(active_at, limits.idle_timeout), EndReason::IdleTimeout);
+    let life = (after(ready_at, limits.max_lifetime), EndReason::MaxLifetime);
+    let (deadline, reason) = if life.0 <= idle.0 { life } else { idle };
+    match session.warning {
+        Some(w) if w.reason == reason => {
+            if now >= w.ends_at {
+                out.push(Action::EndSession { session: session.id.clone(), reason });
+            }
+        }
+        _ if now >= before(deadline, limits.warn_before) => {
+            let ends_at = deadline.max(after(now, limits.warn_before));
+            let warning = Warning { reason, at: now, ends_at };
+            out.push(Action::Warn { session: session.id.clone(), warning });
+        }
+        _ => {}
+    }
+}
+
+/// Stops workstations held by no live session, and those of deleted pools.
+fn stop_unheld(state: &State, out: &mut Vec<Action>) {
+    for w in state.workstations() {
+        if w.phase == WorkstationPhase::Stopping {
+            continue;
+        }
+        let holder_gone = w.session.as_ref().is_some_and(|id| {
+            state.session(id).is_none_or(|s| !matches!(s.phase, SessionPhase::Starting | SessionPhase::Ready))
+        });
+        if holder_gone || state.pool(&w.pool).is_none() {
+            out.push(Action::StopWorkstation { workstation: w.id.clone() });
+        }
+    }
+}
+
+fn forget_expired(state: &State, now: Timestamp, retention: Duration, out: &mut Vec<Action>) {
+    let cutoff = before(now, retention);
+    let expired = state.ended.iter().take_while(|(at, _)| *at <= cutoff);
+    out.extend(expired.map(|(_, id)| Action::Forget { session: id.clone() }));
+}

@@ -1,0 +1,117 @@
+//! Deciding what a session request gets: an existing session, a warm workstation, a starting
+//! one, a new start, or a place in the queue. Pure: the caller supplies the new session's name.
+
+use jiff::Timestamp;
+use thiserror::Error;
+
+use super::{Action, Caller, PoolName, Session, SessionId, State};
+
+/// A drafter's request for a workstation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    /// Name for the session if one is created (random, chosen by the shell).
+    pub id: SessionId,
+    /// Pool asked for.
+    pub pool: PoolName,
+    /// The client's Idempotency-Key header.
+    pub idempotency_key: Option<String>,
+}
+
+/// Broker-wide rules that apply to every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestPolicy {
+    /// Live sessions one user may hold across all pools.
+    pub max_sessions_per_user: u32,
+}
+
+/// What a request results in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestDecision {
+    /// The user already has this session (same pool, or same Idempotency-Key): nothing to do.
+    Existing(SessionId),
+    /// Create a session; the first action creates it, the rest place it.
+    Create(Vec<Action>),
+}
+
+/// Why a request is refused. Each maps to one API error code.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[allow(missing_docs)] // fields are named for what they hold; variant docs say the rest
+pub enum RequestError {
+    /// No pool of that name.
+    #[error("there is no pool named '{0}'")]
+    UnknownPool(PoolName),
+    /// The caller may not use the pool.
+    #[error("you may not use pool '{0}'")]
+    PoolForbidden(PoolName),
+    /// The Idempotency-Key was used before for a different pool.
+    #[error("Idempotency-Key '{key}' was already used for pool '{pool}'")]
+    IdempotencyConflict { key: String, pool: PoolName },
+    /// The caller holds as many live sessions as allowed.
+    #[error("you already hold {0} live sessions, the most allowed; end one first")]
+    UserLimit(u32),
+}
+
+/// Decides a session request at `now`.
+pub fn decide_request(
+    state: &State,
+    caller: &Caller,
+    req: &NewSession,
+    policy: RequestPolicy,
+    now: Timestamp,
+) -> Result<RequestDecision, RequestError> {
+    let pool = state.pool(&req.pool).ok_or_else(|| RequestError::UnknownPool(req.pool.clone()))?;
+    if !pool.may_use(caller) {
+        return Err(RequestError::PoolForbidden(req.pool.clone()));
+    }
+    if let Some(key) = &req.idempotency_key
+        && let Some(existing) = state.idempotent_session(&caller.user, key)
+    {
+        if existing.pool != req.pool {
+            return Err(RequestError::IdempotencyConflict { key: key.clone(), pool: existing.pool.clone() });
+        }
+        return Ok(RequestDecision::Existing(existing.id.clone()));
+    }
+    if let Some(live) = state.live_session(&caller.user, &req.pool) {
+        return Ok(RequestDecision::Existing(live.id.clone()));
+    }
+    let held = state.live_sessions_of(&caller.user) as u32;
+    if held >= policy.max_sessions_per_user {
+        return Err(RequestError::UserLimit(policy.max_sessions_per_user));
+    }
+    let session =
+        Session::new(req.id.clone(), caller.user.clone(), req.pool.clone(), now, req.idempotency_key.clone());
+    let mut actions = vec![Action::CreateSession(Box::new(session))];
+    if let Some(place) = place(state, &req.pool, &req.id, 0) {
+        actions.push(place);
+    }
+    Ok(RequestDecision::Create(actions))
+}
+
+/// Where a session waiting in `pool` can go now, if anywhere: a warm workstation, a starting
+/// one nobody waits on, or a new one when the pool is below its maximum. `offset` counts the
+/// workstations already named earlier in the same batch. Queued sessions go first: a new
+/// request is placed only when nobody queues ahead of it.
+pub(super) fn place(state: &State, pool: &PoolName, session: &SessionId, offset: u64) -> Option<Action> {
+    let queue = state.queue(pool);
+    let ahead = queue.iter().take_while(|id| *id != session).count();
+    if ahead > 0 {
+        return None;
+    }
+    if let Some(w) = state.warm_workstation(pool) {
+        return Some(Action::Claim { session: session.clone(), workstation: w.id.clone() });
+    }
+    if let Some(w) = state.unreserved_starting(pool) {
+        return Some(Action::Reserve { session: session.clone(), workstation: w.id.clone() });
+    }
+    let spec = state.pool(pool)?;
+    if state.counts(pool).total() < spec.capacity.max {
+        let (workstation, seq) = state.workstation_name(pool, offset);
+        return Some(Action::StartWorkstation {
+            workstation,
+            seq,
+            pool: pool.clone(),
+            session: Some(session.clone()),
+        });
+    }
+    None
+}

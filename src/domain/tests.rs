@@ -1,0 +1,331 @@
+//! Scenario and property tests of the domain: requests, queueing, the warm buffer and limits.
+
+use std::{collections::HashSet, time::Duration};
+
+use jiff::Timestamp;
+use proptest::prelude::*;
+
+use super::*;
+
+const POLICY: RequestPolicy = RequestPolicy { max_sessions_per_user: 3 };
+const RECONCILE: ReconcilePolicy = ReconcilePolicy { retention: Duration::from_secs(3600) };
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+fn user(name: &str) -> Caller {
+    Caller { user: UserId(format!("iss#{name}")), groups: Some(Default::default()), admin: false }
+}
+
+fn request(state: &mut State, who: &str, pool: &str, id: &str, now: Timestamp) -> SessionId {
+    let req = NewSession { id: SessionId::from(id), pool: PoolName::from(pool), idempotency_key: None };
+    match decide_request(state, &user(who), &req, POLICY, now).unwrap() {
+        RequestDecision::Existing(id) => id,
+        RequestDecision::Create(actions) => {
+            for a in &actions {
+                apply(state, a, now);
+            }
+            req.id
+        }
+    }
+}
+
+/// Plays a backend that starts and stops everything at once.
+fn backend_catches_up(state: &mut State, now: Timestamp) {
+    let pending: Vec<_> = state.workstations().map(|w| (w.id.clone(), w.phase)).collect();
+    for (id, phase) in pending {
+        let obs = match phase {
+            WorkstationPhase::Starting => Observation::Ready {
+                workstation: id.clone(),
+                node: "node-0".into(),
+                endpoint: Endpoint { host: "127.0.0.1".into(), port: 9 },
+            },
+            WorkstationPhase::Stopping => Observation::Gone { workstation: id, lost: false },
+            WorkstationPhase::Ready => continue,
+        };
+        observe(state, &obs, now);
+    }
+}
+
+fn warmed_up(pool: PoolSpec) -> State {
+    let mut state = State::with_pools([pool]);
+    settle(&mut state, t(0), RECONCILE);
+    backend_catches_up(&mut state, t(1));
+    settle(&mut state, t(1), RECONCILE);
+    state
+}
+
+fn phase(state: &State, id: &SessionId) -> SessionPhase {
+    state.session(id).unwrap().phase
+}
+
+#[test]
+fn a_request_claims_a_warm_workstation_and_is_ready_at_once() {
+    let mut state = warmed_up(mk_pool("cad", 0, 4, 2));
+    assert_eq!(state.counts(&"cad".into()).warm, 2);
+    let id = request(&mut state, "alice", "cad", "s1", t(2));
+    assert_eq!(phase(&state, &id), SessionPhase::Ready);
+    settle(&mut state, t(2), RECONCILE);
+    let c = state.counts(&"cad".into());
+    assert_eq!((c.in_use, c.warm, c.starting_unclaimed), (1, 1, 1), "the buffer refills");
+}
+
+#[test]
+fn without_a_warm_workstation_a_request_starts_one() {
+    let mut state = warmed_up(mk_pool("cad", 0, 4, 0));
+    let id = request(&mut state, "alice", "cad", "s1", t(2));
+    assert_eq!(phase(&state, &id), SessionPhase::Starting);
+    backend_catches_up(&mut state, t(3));
+    settle(&mut state, t(3), RECONCILE);
+    assert_eq!(phase(&state, &id), SessionPhase::Ready);
+}
+
+#[test]
+fn a_full_pool_queues_in_order_and_serves_the_head_when_a_session_ends() {
+    let mut state = warmed_up(mk_pool("cad", 0, 1, 1));
+    let first = request(&mut state, "alice", "cad", "s1", t(2));
+    let second = request(&mut state, "bob", "cad", "s2", t(3));
+    let third = request(&mut state, "carol", "cad", "s3", t(4));
+    assert_eq!(phase(&state, &second), SessionPhase::Queued);
+    assert_eq!(state.queue_position(state.session(&second).unwrap()), Some(1));
+    assert_eq!(state.queue_position(state.session(&third).unwrap()), Some(2));
+    apply(&mut state, &Action::EndSession { session: first.clone(), reason: EndReason::UserEnded }, t(5));
+    assert_eq!(phase(&state, &first), SessionPhase::Ending);
+    settle(&mut state, t(5), RECONCILE);
+    assert_eq!(phase(&state, &second), SessionPhase::Queued, "the pool is full until the old one stops");
+    backend_catches_up(&mut state, t(6));
+    assert_eq!(phase(&state, &first), SessionPhase::Ended);
+    settle(&mut state, t(6), RECONCILE);
+    assert_eq!(phase(&state, &second), SessionPhase::Starting);
+    assert_eq!(state.queue_position(state.session(&third).unwrap()), Some(1));
+}
+
+#[test]
+fn a_repeated_request_returns_the_live_session() {
+    let mut state = warmed_up(mk_pool("cad", 0, 4, 1));
+    let a = request(&mut state, "alice", "cad", "s1", t(2));
+    let b = request(&mut state, "alice", "cad", "s2", t(3));
+    assert_eq!(a, b);
+    assert!(state.session(&"s2".into()).is_none());
+}
+
+#[test]
+fn an_idempotency_key_reused_for_another_pool_is_refused() {
+    let mut state = warmed_up(mk_pool("cad", 0, 4, 1));
+    state = {
+        let mut s = state;
+        apply(&mut s, &Action::PutPool(Box::new(mk_pool("gis", 0, 4, 0))), t(1));
+        s
+    };
+    let mut req = NewSession { id: "s1".into(), pool: "cad".into(), idempotency_key: Some("k".into()) };
+    let RequestDecision::Create(actions) = decide_request(&state, &user("al"), &req, POLICY, t(2)).unwrap()
+    else {
+        panic!("first request creates")
+    };
+    actions.iter().for_each(|a| apply(&mut state, a, t(2)));
+    req.pool = "gis".into();
+    req.id = "s2".into();
+    let err = decide_request(&state, &user("al"), &req, POLICY, t(3)).unwrap_err();
+    assert!(matches!(err, RequestError::IdempotencyConflict { .. }));
+}
+
+#[test]
+fn the_per_user_cap_counts_live_sessions_across_pools() {
+    let pools = ["a", "b", "c", "d"].map(|p| mk_pool(p, 0, 4, 0));
+    let mut state = State::with_pools(pools);
+    for (i, p) in ["a", "b", "c"].iter().enumerate() {
+        request(&mut state, "al", p, &format!("s{i}"), t(1));
+    }
+    let req = NewSession { id: "s9".into(), pool: "d".into(), idempotency_key: None };
+    assert_eq!(decide_request(&state, &user("al"), &req, POLICY, t(2)), Err(RequestError::UserLimit(3)));
+}
+
+#[test]
+fn an_idle_session_is_warned_then_ended_and_activity_lifts_the_warning() {
+    let mut state = warmed_up(mk_pool("cad", 0, 4, 1));
+    let id = request(&mut state, "al", "cad", "s1", t(0));
+    // Defaults: idle 30 min, warn 5 min before.
+    settle(&mut state, t(24 * 60), RECONCILE);
+    assert!(state.session(&id).unwrap().warning.is_none());
+    settle(&mut state, t(25 * 60), RECONCILE);
+    let w = state.session(&id).unwrap().warning.expect("warned 5 min ahead");
+    assert_eq!((w.reason, w.ends_at), (EndReason::IdleTimeout, t(30 * 60)));
+    apply(&mut state, &Action::Touch { session: id.clone() }, t(26 * 60));
+    assert!(state.session(&id).unwrap().warning.is_none(), "activity lifts an idle warning");
+    settle(&mut state, t(51 * 60), RECONCILE);
+    assert!(state.session(&id).unwrap().warning.is_some());
+    settle(&mut state, t(56 * 60), RECONCILE);
+    let s = state.session(&id).unwrap();
+    assert_eq!((s.phase, s.end_reason), (SessionPhase::Ending, Some(EndReason::IdleTimeout)));
+}
+
+#[test]
+fn a_session_past_its_deadline_without_a_warning_is_warned_first() {
+    let mut state = warmed_up(mk_pool("cad", 0, 4, 1));
+    let id = request(&mut state, "al", "cad", "s1", t(0));
+    // The broker was away: the first look is far past both deadlines.
+    settle(&mut state, t(20 * 3600), RECONCILE);
+    let s = state.session(&id).unwrap();
+    assert_eq!(s.phase, SessionPhase::Ready);
+    assert_eq!(s.warning.unwrap().ends_at, t(20 * 3600 + 300));
+}
+
+#[test]
+fn deleting_a_pool_ends_its_sessions_and_stops_its_workstations() {
+    let mut state = warmed_up(mk_pool("cad", 0, 4, 2));
+    let id = request(&mut state, "al", "cad", "s1", t(2));
+    apply(&mut state, &Action::DeletePool("cad".into()), t(3));
+    settle(&mut state, t(3), RECONCILE);
+    assert_eq!(state.session(&id).unwrap().end_reason, Some(EndReason::PoolDeleted));
+    assert!(state.workstations().all(|w| w.phase == WorkstationPhase::Stopping));
+    backend_catches_up(&mut state, t(4));
+    assert_eq!(state.workstations().count(), 0);
+}
+
+#[test]
+fn ended_sessions_are_forgotten_after_retention() {
+    let mut state = warmed_up(mk_pool("cad", 0, 4, 0));
+    let id = request(&mut state, "al", "cad", "s1", t(2));
+    apply(&mut state, &Action::EndSession { session: id.clone(), reason: EndReason::UserEnded }, t(3));
+    settle(&mut state, t(3), RECONCILE);
+    backend_catches_up(&mut state, t(3));
+    assert_eq!(phase(&state, &id), SessionPhase::Ended);
+    settle(&mut state, t(3 + 3599), RECONCILE);
+    assert!(state.session(&id).is_some());
+    settle(&mut state, t(3 + 3600), RECONCILE);
+    assert!(state.session(&id).is_none());
+}
+
+// === property tests ===
+
+#[derive(Debug, Clone)]
+enum Op {
+    Request { user: u8, pool: u8 },
+    End { user: u8, pool: u8 },
+    BackendStep,
+    Touch { user: u8, pool: u8 },
+    Advance { secs: u16 },
+    SetCapacity { pool: u8, max: u8, warm: u8, min: u8 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..6, 0u8..2).prop_map(|(user, pool)| Op::Request { user, pool }),
+        2 => (0u8..6, 0u8..2).prop_map(|(user, pool)| Op::End { user, pool }),
+        3 => Just(Op::BackendStep),
+        1 => (0u8..6, 0u8..2).prop_map(|(user, pool)| Op::Touch { user, pool }),
+        2 => (1u16..2000).prop_map(|secs| Op::Advance { secs }),
+        1 => (0u8..2, 1u8..5, 0u8..5, 0u8..5).prop_map(|(pool, max, warm, min)| Op::SetCapacity { pool, max, warm, min }),
+    ]
+}
+
+fn pool_name(p: u8) -> PoolName {
+    PoolName(format!("pool-{p}"))
+}
+
+struct Checker {
+    warned: HashSet<SessionId>,
+    creation_order: Vec<SessionId>,
+}
+
+impl Checker {
+    fn check(&mut self, state: &State, applied: &[Action], now: Timestamp) {
+        for a in applied {
+            match a {
+                Action::Warn { session, .. } => {
+                    self.warned.insert(session.clone());
+                }
+                Action::EndSession { session, reason: EndReason::IdleTimeout | EndReason::MaxLifetime } => {
+                    assert!(self.warned.contains(session), "forced end of {session} without a warning");
+                }
+                Action::CreateSession(s) => self.creation_order.push(s.id.clone()),
+                _ => {}
+            }
+        }
+        let mut holders = HashSet::new();
+        for w in state.workstations() {
+            if let Some(s) = &w.session {
+                assert!(holders.insert(s.clone()), "{s} holds two workstations");
+            }
+        }
+        for pool in state.pools() {
+            let c = state.counts(&pool.name);
+            let busy = c.in_use + c.starting_reserved;
+            assert!(
+                c.total() <= pool.capacity.max.max(busy + c.stopping),
+                "pool {} above max: {c:?}",
+                pool.name
+            );
+            let q = state.queue(&pool.name);
+            let order: Vec<_> = self.creation_order.iter().filter(|id| q.contains(id)).collect();
+            assert!(order.iter().copied().eq(q.iter()), "queue order changed");
+        }
+        let mut live = HashSet::new();
+        for s in state.live_sessions() {
+            assert!(live.insert((s.user.clone(), s.pool.clone())), "two live sessions for one user and pool");
+            if s.phase == SessionPhase::Ready {
+                let w = state.workstation(s.workstation.as_ref().unwrap()).unwrap();
+                assert_eq!(w.session.as_ref(), Some(&s.id));
+            }
+        }
+        let _ = now;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn invariants_hold_under_any_sequence_of_requests_ends_and_backend_events(ops in prop::collection::vec(op(), 1..80)) {
+        let mut state = State::with_pools([mk_pool("pool-0", 0, 3, 1), mk_pool("pool-1", 1, 2, 0)]);
+        let mut now = t(0);
+        let mut checker = Checker { warned: HashSet::new(), creation_order: Vec::new() };
+        let mut n = 0;
+        for op in ops {
+            let mut applied = Vec::new();
+            match op {
+                Op::Request { user: u, pool } => {
+                    n += 1;
+                    let req = NewSession { id: SessionId(format!("s{n}")), pool: pool_name(pool), idempotency_key: None };
+                    let caller = user(&format!("u{u}"));
+                    let before = state.live_session(&caller.user, &req.pool).map(|s| s.id.clone());
+                    match decide_request(&state, &caller, &req, POLICY, now) {
+                        Ok(RequestDecision::Existing(id)) => prop_assert_eq!(Some(id), before),
+                        Ok(RequestDecision::Create(actions)) => {
+                            prop_assert!(before.is_none(), "created a second session");
+                            applied.extend(actions);
+                        }
+                        Err(e) => prop_assert!(matches!(e, RequestError::UserLimit(_)), "{e}"),
+                    }
+                }
+                Op::End { user: u, pool } => {
+                    if let Some(s) = state.live_session(&user(&format!("u{u}")).user, &pool_name(pool)) {
+                        applied.push(Action::EndSession { session: s.id.clone(), reason: EndReason::UserEnded });
+                    }
+                }
+                Op::Touch { user: u, pool } => {
+                    if let Some(s) = state.live_session(&user(&format!("u{u}")).user, &pool_name(pool)) {
+                        applied.push(Action::Touch { session: s.id.clone() });
+                    }
+                }
+                Op::BackendStep => backend_catches_up(&mut state, now),
+                Op::Advance { secs } => now = after_secs(now, secs),
+                Op::SetCapacity { pool, max, warm, min } => {
+                    let mut spec = state.pool(&pool_name(pool)).unwrap().clone();
+                    spec.capacity = Capacity { max: max as u32, warm: (warm as u32).min(max as u32), min: (min as u32).min(max as u32) };
+                    applied.push(Action::PutPool(Box::new(spec)));
+                }
+            }
+            for a in &applied {
+                apply(&mut state, a, now);
+            }
+            applied.extend(settle(&mut state, now, RECONCILE));
+            checker.check(&state, &applied, now);
+        }
+    }
+}
+
+fn after_secs(t: Timestamp, secs: u16) -> Timestamp {
+    time::after(t, Duration::from_secs(secs as u64))
+}

@@ -1,0 +1,5 @@
+//! cadbroker: hands out GPU-backed cloud workstations.
+
+pub mod auth;
+pub mod backend;
+pub mod domain;
