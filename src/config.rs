@@ -1,0 +1,212 @@
+//! The broker's configuration: `config/cadbroker.toml` (or the copy built into the binary),
+//! overridden by flags and environment, validated at start with messages that name the field.
+
+use std::{collections::HashSet, net::SocketAddr, path::Path, time::Duration};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::{auth::AuthConfig, backend::simulated::NodeGroup, domain::PoolSpec};
+
+/// The default config, built into the binary so that `cadbroker serve` works from anywhere.
+pub const DEFAULT_CONFIG: &str = include_str!("../config/cadbroker.toml");
+
+/// Everything the broker reads at start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// Listeners and HTTP limits.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Broker-wide session rules.
+    #[serde(default)]
+    pub broker: BrokerConfig,
+    /// Where workstations run.
+    pub backend: BackendConfig,
+    /// Token issuers and the admin rule.
+    pub auth: AuthConfig,
+    /// Capacity pools (non-Kubernetes backends; in cluster mode pools are CapacityPool objects).
+    #[serde(default)]
+    pub pools: Vec<PoolSpec>,
+}
+
+/// Listeners and HTTP limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServerConfig {
+    /// Public listener: API, gateway and portal.
+    pub listen: SocketAddr,
+    /// Admin listener: /livez, /readyz, /metrics. Keep it off the public network.
+    pub admin_listen: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Requests taking longer are answered 503 (not applied to event streams).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            max_body_bytes: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Broker-wide session rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BrokerConfig {
+    /// Live sessions one user may hold across all pools.
+    pub max_sessions_per_user: u32,
+    /// How long ended sessions stay readable as the usage record.
+    #[serde(with = "humantime_serde")]
+    pub session_retention: Duration,
+    /// How often the controller re-evaluates limits and buffers even when nothing happened.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            max_sessions_per_user: 2,
+            session_retention: Duration::from_secs(24 * 3600),
+            reconcile_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Which backend runs workstations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BackendConfig {
+    /// `simulated`: an in-process cluster with a page per workstation on loopback.
+    pub kind: BackendKind,
+    /// Settings of the simulated backend.
+    #[serde(default)]
+    pub simulated: SimulatedConfig,
+}
+
+/// The available backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum BackendKind {
+    /// In-process simulated GPU cluster (the embedded default).
+    Simulated,
+}
+
+/// Settings of the simulated backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SimulatedConfig {
+    /// How long a workstation takes from start to ready.
+    #[serde(with = "humantime_serde")]
+    pub start_delay: Duration,
+    /// The simulated GPU nodes.
+    pub nodes: Vec<NodeGroup>,
+}
+
+impl Default for SimulatedConfig {
+    fn default() -> Self {
+        let nodes = vec![NodeGroup { name: "gpu-node".into(), count: 4, gpus: 4, gpu_model: None }];
+        Self { start_delay: Duration::from_secs(3), nodes }
+    }
+}
+
+/// Why the config could not be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("failed to read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    /// The TOML did not parse or named unknown fields.
+    #[error("config {origin} is not valid: {message}")]
+    Parse { origin: String, message: String },
+    /// Parsed, but values are wrong; one line per problem.
+    #[error("config {origin} has {} problem(s):\n  - {}", problems.len(), problems.join("\n  - "))]
+    Invalid { origin: String, problems: Vec<String> },
+}
+
+impl Config {
+    /// Reads and validates the file at `path`, or the built-in default when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let (origin, text) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?;
+                (p.display().to_string(), text)
+            }
+            None => ("(built-in default)".to_owned(), DEFAULT_CONFIG.to_owned()),
+        };
+        Self::parse(&origin, &text)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(origin: &str, text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { origin: origin.to_owned(), message: e.to_string() })?;
+        config.validate().map_err(|problems| ConfigError::Invalid { origin: origin.to_owned(), problems })?;
+        Ok(config)
+    }
+
+    /// Every problem with the values, each naming its field.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if self.server.listen == self.server.admin_listen && self.server.listen.port() != 0 {
+            problems.push("server.adminListen: must differ from server.listen".to_owned());
+        }
+        if self.server.max_body_bytes < 1024 {
+            problems.push("server.maxBodyBytes: must be at least 1024".to_owned());
+        }
+        if self.broker.max_sessions_per_user == 0 {
+            problems.push("broker.maxSessionsPerUser: must be at least 1".to_owned());
+        }
+        if self.broker.reconcile_interval.is_zero() {
+            problems.push("broker.reconcileInterval: must be more than 0".to_owned());
+        }
+        self.validate_simulated(&mut problems);
+        if let Err(auth) = self.auth.validate() {
+            problems.extend(auth);
+        }
+        let mut seen = HashSet::new();
+        for (i, pool) in self.pools.iter().enumerate() {
+            if !seen.insert(pool.name.clone()) {
+                problems.push(format!("pools[{i}].name: '{}' is defined twice", pool.name));
+            }
+            for e in pool.validate() {
+                problems.push(format!("pools[{i}].{} ({}): {}", e.field, pool.name, e.message));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems) }
+    }
+
+    fn validate_simulated(&self, problems: &mut Vec<String>) {
+        let sim = &self.backend.simulated;
+        if sim.nodes.is_empty() {
+            problems.push("backend.simulated.nodes: at least one node group is needed".to_owned());
+        }
+        for (i, g) in sim.nodes.iter().enumerate() {
+            if g.count == 0 {
+                problems.push(format!("backend.simulated.nodes[{i}].count: must be at least 1"));
+            }
+        }
+        for (i, pool) in self.pools.iter().enumerate() {
+            let fits = sim.nodes.iter().any(|g| {
+                g.gpus >= pool.gpus_per_workstation
+                    && (pool.gpu_model.is_none() || g.gpu_model == pool.gpu_model)
+            });
+            if !fits {
+                problems.push(format!(
+                    "pools[{i}].gpusPerWorkstation ({}): no simulated node group has {} GPUs{}",
+                    pool.name,
+                    pool.gpus_per_workstation,
+                    pool.gpu_model.as_deref().map(|m| format!(" of model {m}")).unwrap_or_default()
+                ));
+            }
+        }
+    }
+}

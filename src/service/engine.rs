@@ -1,0 +1,351 @@
+//! The embedded session service: the domain state behind one lock, decisions from `domain`,
+//! effects carried out on a backend. Backend calls are made while the lock is held, so the
+//! backend sees starts and stops in the order they were decided (they only enqueue work).
+
+use std::{
+    collections::BTreeSet,
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use tokio::sync::{Notify, broadcast};
+
+use super::{CreateSession, Created, PoolView, ServiceError, SessionEvent, SessionService, SessionView};
+use crate::{
+    backend::{Backend, StartRequest},
+    clock::Clock,
+    domain::{
+        Action, Caller, EndReason, NewSession, Observation, PoolName, PoolSpec, ReconcilePolicy,
+        RequestDecision, RequestPolicy, Session, SessionId, SessionPhase, State, apply, decide_request,
+        observe, settle,
+    },
+};
+
+/// Policies the engine hands to the domain.
+#[derive(Debug, Clone, Copy)]
+pub struct EnginePolicy {
+    /// Rules for requests.
+    pub request: RequestPolicy,
+    /// Rules for reconcile.
+    pub reconcile: ReconcilePolicy,
+}
+
+/// Counts for the metrics endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct EngineStats {
+    /// Sessions by (pool, phase), retained ended ones included.
+    pub sessions: Vec<(String, SessionPhase, u64)>,
+    /// Queue length by pool.
+    pub queues: Vec<(String, u64)>,
+    /// Workstations by (pool, state): warm, starting, in_use, stopping.
+    pub workstations: Vec<(String, &'static str, u64)>,
+}
+
+/// The in-memory session service over a backend.
+pub struct Engine {
+    state: Mutex<State>,
+    backend: Arc<dyn Backend>,
+    clock: Arc<dyn Clock>,
+    events: broadcast::Sender<SessionEvent>,
+    kick: Notify,
+    policy: EnginePolicy,
+    ready: AtomicBool,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("backend", &self.backend.name()).finish_non_exhaustive()
+    }
+}
+
+impl crate::metrics::StatsSource for Engine {
+    fn stats(&self) -> EngineStats {
+        Engine::stats(self)
+    }
+}
+
+impl Engine {
+    /// An engine serving `pools` on `backend`.
+    pub fn new(
+        pools: Vec<PoolSpec>,
+        backend: Arc<dyn Backend>,
+        clock: Arc<dyn Clock>,
+        policy: EnginePolicy,
+    ) -> Arc<Self> {
+        let (events, _) = broadcast::channel(1024);
+        Arc::new(Self {
+            state: Mutex::new(State::with_pools(pools)),
+            backend,
+            clock,
+            events,
+            kick: Notify::new(),
+            policy,
+            ready: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug; the state itself stays consistent because
+        // every change is a whole `apply`.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Applies `actions`, carries out their effects on the backend and publishes events for
+    /// the sessions they touched. Call with the lock held.
+    fn commit(&self, state: &mut State, actions: &[Action], now: Timestamp) {
+        for action in actions {
+            apply(state, action, now);
+        }
+        self.carry_out(state, actions, BTreeSet::new());
+    }
+
+    fn carry_out(&self, state: &State, actions: &[Action], mut touched: BTreeSet<SessionId>) {
+        for action in actions {
+            match action {
+                Action::StartWorkstation { workstation, pool, session, .. } => {
+                    if let Some(spec) = state.pool(pool) {
+                        let req = StartRequest {
+                            workstation: workstation.clone(),
+                            pool: spec.clone(),
+                            session: session.clone(),
+                        };
+                        self.backend.start(req);
+                    }
+                }
+                Action::StopWorkstation { workstation } => self.backend.stop(workstation),
+                Action::Forget { .. } => continue,
+                _ => {}
+            }
+            touched.extend(action.session().cloned());
+        }
+        // Whoever waits behind a session that left a queue moved up.
+        let pools: BTreeSet<_> =
+            touched.iter().filter_map(|id| state.session(id)).map(|s| s.pool.clone()).collect();
+        for pool in pools {
+            touched.extend(state.queue(&pool).iter().cloned());
+        }
+        self.publish(state, touched);
+    }
+
+    fn publish(&self, state: &State, touched: BTreeSet<SessionId>) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        for id in touched {
+            if let Some(s) = state.session(&id) {
+                let _ = self.events.send(SessionEvent { session: Arc::new(SessionView::of(state, s)) });
+            }
+        }
+    }
+
+    /// Folds backend observations into the state and reconciles. Called by the controller.
+    pub fn observe(&self, observations: &[Observation]) {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let mut touched = BTreeSet::new();
+        for obs in observations {
+            let ws = match obs {
+                Observation::Ready { workstation, .. }
+                | Observation::Pending { workstation, .. }
+                | Observation::Failed { workstation, .. }
+                | Observation::Gone { workstation, .. } => workstation,
+            };
+            touched.extend(state.workstation(ws).and_then(|w| w.session.clone()));
+            observe(&mut state, obs, now);
+        }
+        let actions = settle(&mut state, now, self.policy.reconcile);
+        self.carry_out(&state, &actions, touched);
+    }
+
+    /// Re-evaluates everything now. Called by the controller on its tick and when kicked.
+    pub fn reconcile(&self) {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let actions = settle(&mut state, now, self.policy.reconcile);
+        self.carry_out(&state, &actions, BTreeSet::new());
+    }
+
+    /// Resolves when some request changed what the controller should look at.
+    pub async fn kicked(&self) {
+        self.kick.notified().await
+    }
+
+    /// Marks the engine ready (the controller runs).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Stops every workstation (shutdown).
+    pub fn shutdown(&self) {
+        self.set_ready(false);
+        self.backend.shutdown();
+    }
+
+    /// Counts for metrics.
+    pub fn stats(&self) -> EngineStats {
+        let state = self.lock();
+        let mut sessions = std::collections::BTreeMap::<(String, SessionPhase), u64>::new();
+        for s in state.sessions() {
+            *sessions.entry((s.pool.to_string(), s.phase)).or_default() += 1;
+        }
+        let mut stats = EngineStats::default();
+        stats.sessions = sessions.into_iter().map(|((p, ph), n)| (p, ph, n)).collect();
+        for pool in state.pools() {
+            let c = state.counts(&pool.name);
+            let name = pool.name.to_string();
+            stats.queues.push((name.clone(), c.queued as u64));
+            for (kind, n) in [
+                ("warm", c.warm),
+                ("starting", c.starting_unclaimed + c.starting_reserved),
+                ("in_use", c.in_use),
+                ("stopping", c.stopping),
+            ] {
+                stats.workstations.push((name.clone(), kind, n as u64));
+            }
+        }
+        stats
+    }
+
+    fn visible<'a>(state: &'a State, caller: &Caller, id: &SessionId) -> Result<&'a Session, ServiceError> {
+        state
+            .session(id)
+            .filter(|s| caller.admin || s.user == caller.user)
+            .ok_or_else(|| ServiceError::SessionNotFound(id.clone()))
+    }
+
+    fn new_session_id() -> SessionId {
+        SessionId(uuid::Uuid::new_v4().simple().to_string())
+    }
+}
+
+#[async_trait]
+impl SessionService for Engine {
+    async fn create(&self, caller: &Caller, req: CreateSession) -> Result<Created, ServiceError> {
+        let now = self.clock.now();
+        let new =
+            NewSession { id: Self::new_session_id(), pool: req.pool, idempotency_key: req.idempotency_key };
+        let mut state = self.lock();
+        let (id, created) = match decide_request(&state, caller, &new, self.policy.request, now)? {
+            RequestDecision::Existing(id) => (id, false),
+            RequestDecision::Create(actions) => {
+                self.commit(&mut state, &actions, now);
+                (new.id, true)
+            }
+        };
+        let session = SessionView::of(&state, state.session(&id).expect("just decided"));
+        drop(state);
+        if created {
+            // The warm buffer may need a refill.
+            self.kick.notify_one();
+        }
+        Ok(Created { session, created })
+    }
+
+    async fn list(&self, caller: &Caller) -> Result<Vec<SessionView>, ServiceError> {
+        let state = self.lock();
+        let mut views: Vec<_> = state
+            .sessions()
+            .filter(|s| caller.admin || s.user == caller.user)
+            .map(|s| SessionView::of(&state, s))
+            .collect();
+        views.sort_by(|a, b| b.requested_at.cmp(&a.requested_at).then_with(|| a.id.cmp(&b.id)));
+        Ok(views)
+    }
+
+    async fn get(&self, caller: &Caller, id: &SessionId) -> Result<SessionView, ServiceError> {
+        let state = self.lock();
+        let session = Self::visible(&state, caller, id)?;
+        Ok(SessionView::of(&state, session))
+    }
+
+    async fn end(&self, caller: &Caller, id: &SessionId) -> Result<SessionView, ServiceError> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let session = Self::visible(&state, caller, id)?;
+        if session.phase.is_live() {
+            let reason =
+                if session.user == caller.user { EndReason::UserEnded } else { EndReason::AdminEnded };
+            let mut actions = vec![Action::EndSession { session: id.clone(), reason }];
+            if let Some(ws) = session.workstation.clone() {
+                actions.push(Action::StopWorkstation { workstation: ws });
+            }
+            self.commit(&mut state, &actions, now);
+            self.kick.notify_one();
+        }
+        Ok(SessionView::of(&state, state.session(id).expect("visible above")))
+    }
+
+    async fn keepalive(&self, caller: &Caller, id: &SessionId) -> Result<SessionView, ServiceError> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let session = Self::visible(&state, caller, id)?;
+        if !session.phase.is_live() {
+            return Err(ServiceError::SessionEnded(id.clone()));
+        }
+        self.commit(&mut state, &[Action::Touch { session: id.clone() }], now);
+        Ok(SessionView::of(&state, state.session(id).expect("visible above")))
+    }
+
+    async fn watch(
+        &self,
+        caller: &Caller,
+        id: &SessionId,
+    ) -> Result<(SessionView, broadcast::Receiver<SessionEvent>), ServiceError> {
+        // Subscribe before reading, so no change between the two is missed.
+        let rx = self.events.subscribe();
+        let state = self.lock();
+        let session = Self::visible(&state, caller, id)?;
+        Ok((SessionView::of(&state, session), rx))
+    }
+
+    async fn pools(&self, caller: &Caller) -> Result<Vec<PoolView>, ServiceError> {
+        let state = self.lock();
+        Ok(state
+            .pools()
+            .filter(|p| p.may_use(caller))
+            .map(|p| PoolView::of(&state, p, caller.admin))
+            .collect())
+    }
+
+    async fn put_pool(&self, caller: &Caller, spec: PoolSpec) -> Result<(PoolView, bool), ServiceError> {
+        if !caller.admin {
+            return Err(ServiceError::AdminOnly);
+        }
+        let problems = spec.validate();
+        if !problems.is_empty() {
+            return Err(ServiceError::InvalidPool(problems));
+        }
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let created = state.pool(&spec.name).is_none();
+        let name = spec.name.clone();
+        self.commit(&mut state, &[Action::PutPool(Box::new(spec))], now);
+        let actions = settle(&mut state, now, self.policy.reconcile);
+        self.carry_out(&state, &actions, BTreeSet::new());
+        let view = PoolView::of(&state, state.pool(&name).expect("just put"), true);
+        Ok((view, created))
+    }
+
+    async fn delete_pool(&self, caller: &Caller, name: &PoolName) -> Result<(), ServiceError> {
+        if !caller.admin {
+            return Err(ServiceError::AdminOnly);
+        }
+        let now = self.clock.now();
+        let mut state = self.lock();
+        if state.pool(name).is_none() {
+            return Err(ServiceError::PoolNotFound(name.clone()));
+        }
+        self.commit(&mut state, &[Action::DeletePool(name.clone())], now);
+        let actions = settle(&mut state, now, self.policy.reconcile);
+        self.carry_out(&state, &actions, BTreeSet::new());
+        Ok(())
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,97 @@
+//! The application layer the HTTP API depends on: one trait, [`SessionService`], its views
+//! and errors. The embedded implementation ([`engine::Engine`]) drives the domain over an
+//! in-memory state and a backend; the Kubernetes one will write custom resources instead.
+
+pub mod controller;
+pub mod engine;
+mod views;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use thiserror::Error;
+use tokio::sync::broadcast;
+
+pub use views::{Availability, PoolView, SessionView};
+
+use crate::domain::{Caller, FieldError, PoolName, PoolSpec, RequestError, SessionId};
+
+/// A create request from the API.
+#[derive(Debug, Clone)]
+pub struct CreateSession {
+    /// Pool asked for.
+    pub pool: PoolName,
+    /// The client's Idempotency-Key.
+    pub idempotency_key: Option<String>,
+}
+
+/// The result of a create: the session, and whether this call created it.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// The session as it is now.
+    pub session: SessionView,
+    /// `false` when an existing live session (or the Idempotency-Key's session) was returned.
+    pub created: bool,
+}
+
+/// What the service refuses, mapped to one API error each.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// The request was refused by policy.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// No such session visible to the caller (other users' sessions are not revealed).
+    #[error("there is no session '{0}'")]
+    SessionNotFound(SessionId),
+    /// No such pool.
+    #[error("there is no pool named '{0}'")]
+    PoolNotFound(PoolName),
+    /// Admin-only operation.
+    #[error("only broker admins may do this")]
+    AdminOnly,
+    /// The session is over; the operation needs a live one.
+    #[error("session '{0}' has ended")]
+    SessionEnded(SessionId),
+    /// A pool spec with problems.
+    #[error("the pool spec is not valid")]
+    InvalidPool(Vec<FieldError>),
+    /// The backend cannot serve right now.
+    #[error("the broker is not ready: {0}")]
+    Unavailable(String),
+}
+
+/// A change to a session, for event streams.
+#[derive(Debug, Clone)]
+pub struct SessionEvent {
+    /// The session as it is after the change.
+    pub session: Arc<SessionView>,
+}
+
+/// Everything the API can ask of the broker. Handlers call this and never a backend.
+#[async_trait]
+pub trait SessionService: Send + Sync + 'static {
+    /// Requests a workstation (or returns the caller's live session in that pool).
+    async fn create(&self, caller: &Caller, req: CreateSession) -> Result<Created, ServiceError>;
+    /// The caller's sessions (all sessions for admins), newest first.
+    async fn list(&self, caller: &Caller) -> Result<Vec<SessionView>, ServiceError>;
+    /// One session the caller may see.
+    async fn get(&self, caller: &Caller, id: &SessionId) -> Result<SessionView, ServiceError>;
+    /// Ends a session (the owner's or, for admins, anyone's).
+    async fn end(&self, caller: &Caller, id: &SessionId) -> Result<SessionView, ServiceError>;
+    /// Records activity on a live session.
+    async fn keepalive(&self, caller: &Caller, id: &SessionId) -> Result<SessionView, ServiceError>;
+    /// The session now and a stream of its later changes.
+    async fn watch(
+        &self,
+        caller: &Caller,
+        id: &SessionId,
+    ) -> Result<(SessionView, broadcast::Receiver<SessionEvent>), ServiceError>;
+    /// Pools the caller may use (all for admins), with availability.
+    async fn pools(&self, caller: &Caller) -> Result<Vec<PoolView>, ServiceError>;
+    /// Creates or replaces a pool (admins). Returns the pool and whether it is new.
+    async fn put_pool(&self, caller: &Caller, spec: PoolSpec) -> Result<(PoolView, bool), ServiceError>;
+    /// Deletes a pool (admins); its sessions end with reason PoolDeleted.
+    async fn delete_pool(&self, caller: &Caller, name: &PoolName) -> Result<(), ServiceError>;
+    /// Whether the service can take requests (caches synced, backend up).
+    fn ready(&self) -> bool;
+}

@@ -1,0 +1,163 @@
+//! What the API shows of sessions and pools. Built from the domain state under the engine's
+//! lock; plain serialisable values afterwards.
+
+use jiff::Timestamp;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::{
+    Capacity, EndReason, PoolCounts, PoolSpec, Session, SessionLimits, SessionPhase, State, Warning,
+};
+
+/// A session as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionView {
+    /// Session name.
+    pub id: String,
+    /// Owner (stable user key).
+    pub user: String,
+    /// Pool.
+    pub pool: String,
+    /// Current phase.
+    pub phase: SessionPhase,
+    /// 1-based position in the pool's queue while Queued.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<usize>,
+    /// When it was requested.
+    #[schema(value_type = String, format = DateTime)]
+    pub requested_at: Timestamp,
+    /// When it became Ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub ready_at: Option<Timestamp>,
+    /// Last recorded activity.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_activity: Option<Timestamp>,
+    /// A pending warning of a forced end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<Warning>,
+    /// When it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub ended_at: Option<Timestamp>,
+    /// Why it ended (also set while Ending).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<EndReason>,
+    /// Where the desktop is, once Ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_url: Option<String>,
+    /// Workstation name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workstation: Option<String>,
+    /// Node the workstation runs on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Detail, for example why a start is pending.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl SessionView {
+    /// The view of `session` in `state`.
+    pub fn of(state: &State, session: &Session) -> Self {
+        let ws = session.workstation.as_ref().and_then(|w| state.workstation(w));
+        let connect_url = match (session.phase, ws.and_then(|w| w.endpoint.as_ref())) {
+            (SessionPhase::Ready, Some(ep)) => {
+                let path = state.pool(&session.pool).map(|p| p.connect.path.as_str()).unwrap_or("/");
+                Some(format!("http://{}:{}{}", ep.host, ep.port, path))
+            }
+            _ => None,
+        };
+        Self {
+            id: session.id.to_string(),
+            user: session.user.to_string(),
+            pool: session.pool.to_string(),
+            phase: session.phase,
+            queue_position: state.queue_position(session),
+            requested_at: session.requested_at,
+            ready_at: session.ready_at,
+            last_activity: session.last_activity,
+            warning: session.warning,
+            ended_at: session.ended_at,
+            end_reason: session.end_reason,
+            connect_url,
+            workstation: session.workstation.as_ref().map(ToString::to_string),
+            node: ws.and_then(|w| w.node.clone()),
+            message: session.message.clone(),
+        }
+    }
+}
+
+/// How much of a pool is free right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Availability {
+    /// Ready and waiting: a request now is served at once.
+    pub warm: u32,
+    /// Starting, for the buffer or for waiting sessions.
+    pub starting: u32,
+    /// Held by sessions.
+    pub in_use: u32,
+    /// Requests waiting in the queue.
+    pub queued: u32,
+    /// Workstations that can still be started before the pool is full.
+    pub free: u32,
+}
+
+impl Availability {
+    fn of(spec: &PoolSpec, c: &PoolCounts) -> Self {
+        Self {
+            warm: c.warm,
+            starting: c.starting_unclaimed + c.starting_reserved,
+            in_use: c.in_use,
+            queued: c.queued,
+            free: spec.capacity.max.saturating_sub(c.total()),
+        }
+    }
+}
+
+/// A pool as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolView {
+    /// Pool name.
+    pub name: String,
+    /// Name shown to drafters.
+    pub display_name: String,
+    /// Description.
+    pub description: String,
+    /// GPUs per workstation.
+    pub gpus_per_workstation: u32,
+    /// GPU model, if pinned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_model: Option<String>,
+    /// Size limits.
+    pub capacity: Capacity,
+    /// Session limits.
+    pub limits: SessionLimits,
+    /// What is free now.
+    pub availability: Availability,
+    /// The full spec, for admins only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spec: Option<PoolSpec>,
+}
+
+impl PoolView {
+    /// The view of `spec` in `state`; `admin` adds the full spec.
+    pub fn of(state: &State, spec: &PoolSpec, admin: bool) -> Self {
+        let counts = state.counts(&spec.name);
+        Self {
+            name: spec.name.to_string(),
+            display_name: spec.display_name.clone(),
+            description: spec.description.clone(),
+            gpus_per_workstation: spec.gpus_per_workstation,
+            gpu_model: spec.gpu_model.clone(),
+            capacity: spec.capacity,
+            limits: spec.limits,
+            availability: Availability::of(spec, &counts),
+            spec: admin.then(|| spec.clone()),
+        }
+    }
+}
