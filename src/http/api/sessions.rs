@@ -143,14 +143,13 @@ pub async fn events(
             let event = to_event(last.as_ref(), &view);
             let terminal = matches!(view.phase.as_str(), "Ended" | "Failed");
             *last = Some(view);
-            async move { Some((event, terminal)) }
+            // A terminal phase is followed by an end marker, so the stream closes at once.
+            let items = event.map(Some).into_iter().chain(terminal.then_some(None));
+            async move { Some(futures::stream::iter(items)) }
         })
-        .filter_map(|(event, terminal)| async move { event.map(|e| (e, terminal)) })
-        .scan(false, |done, (event, terminal)| {
-            let out = if *done { None } else { Some(Ok(event)) };
-            *done = terminal;
-            async move { out }
-        })
+        .flatten()
+        .take_while(|item| std::future::ready(item.is_some()))
+        .filter_map(|item| std::future::ready(item.map(Ok)))
         .take_until(async move { shutdown.wait().await });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
