@@ -210,3 +210,61 @@ impl Config {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_default_is_valid_and_has_a_2d_and_a_3d_pool() {
+        let config = Config::load(None).unwrap();
+        let gpus: Vec<_> = config.pools.iter().map(|p| (p.name.as_str(), p.gpus_per_workstation)).collect();
+        assert_eq!(gpus, [("drafting-2d", 1), ("visualisation-3d", 2)]);
+    }
+
+    #[test]
+    fn problems_name_their_field() {
+        let text = DEFAULT_CONFIG.replace(
+            "capacity = { min = 0, max = 8, warm = 2 }",
+            "capacity = { min = 9, max = 8, warm = 12 }",
+        );
+        let err = Config::parse("test", &text).unwrap_err().to_string();
+        assert!(
+            err.contains("pools[0].capacity.min (drafting-2d): 9 is more than capacity.max (8)"),
+            "{err}"
+        );
+        assert!(err.contains("pools[0].capacity.warm (drafting-2d)"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_with_their_name() {
+        let text = DEFAULT_CONFIG.replace("[broker]", "[broker]\nmaxSession = 3");
+        let err = Config::parse("test", &text).unwrap_err().to_string();
+        assert!(err.contains("unknown field `maxSession`"), "{err}");
+    }
+
+    #[test]
+    fn a_pool_that_fits_no_simulated_node_is_refused() {
+        let text = DEFAULT_CONFIG.replace("gpusPerWorkstation = 2", "gpusPerWorkstation = 4");
+        let err = Config::parse("test", &text).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "pools[1].gpusPerWorkstation (visualisation-3d): no simulated node group has 4 GPUs"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicate_pools_and_equal_listeners_are_refused() {
+        let mut config = Config::load(None).unwrap();
+        config.pools.push(config.pools[0].clone());
+        config.server.admin_listen = config.server.listen;
+        let problems = config.validate().unwrap_err();
+        assert!(problems.iter().any(|p| p.starts_with("server.adminListen")), "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.contains("pools[2].name: 'drafting-2d' is defined twice")),
+            "{problems:?}"
+        );
+    }
+}

@@ -227,7 +227,7 @@ impl OidcKeys {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            .map_err(|e| self.describe(url, &e))?;
         if !response.status().is_success() {
             return Err(format!("GET {url}: HTTP {}", response.status()));
         }
@@ -235,13 +235,28 @@ impl OidcKeys {
             return Err(format!("GET {url}: body larger than {limit} bytes"));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.describe(url, &e))? {
             body.extend_from_slice(&chunk);
             if body.len() > limit {
                 return Err(format!("GET {url}: body larger than {limit} bytes"));
             }
         }
         serde_json::from_slice(&body).map_err(|e| format!("GET {url}: invalid JSON: {e}"))
+    }
+
+    /// A one-line description of a request error with its causes (reqwest's own Display omits
+    /// them, e.g. "connection refused").
+    fn describe(&self, url: &Url, error: &reqwest::Error) -> String {
+        if error.is_timeout() {
+            return format!("GET {url}: timed out after {:?}", self.timeout);
+        }
+        let mut text = format!("GET {url}: {error}");
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        text
     }
 
     /// Current health, for readiness and admin views.

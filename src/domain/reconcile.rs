@@ -137,11 +137,10 @@ fn limits_step(session: &Session, limits: &super::SessionLimits, now: Timestamp,
     let life = (after(ready_at, limits.max_lifetime), EndReason::MaxLifetime);
     let (deadline, reason) = if life.0 <= idle.0 { life } else { idle };
     match session.warning {
-        Some(w) if w.reason == reason => {
-            if now >= w.ends_at {
-                out.push(Action::EndSession { session: session.id.clone(), reason });
-            }
+        Some(w) if w.reason == reason && now >= w.ends_at => {
+            out.push(Action::EndSession { session: session.id.clone(), reason });
         }
+        Some(w) if w.reason == reason => {}
         _ if now >= before(deadline, limits.warn_before) => {
             let ends_at = deadline.max(after(now, limits.warn_before));
             let warning = Warning { reason, at: now, ends_at };

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
-    http::StatusCode,
+    http::{HeaderName, HeaderValue, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post, put},
@@ -74,8 +74,15 @@ async fn measure(State(state): State<AppState>, req: Request, next: Next) -> Res
     let started = Instant::now();
     let method = req.method().to_string();
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
-    let response = next.run(req).await;
+    let mut response = next.run(req).await;
+    let elapsed = started.elapsed();
     let labels = RequestLabels { method, route, status: response.status().as_u16() };
-    state.metrics.duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    state.metrics.duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    // Server-Timing (W3C): the broker's own time, shown by browser dev tools and read by the
+    // benchmark to separate broker overhead from client and network time.
+    let timing = format!("app;dur={:.3}", elapsed.as_secs_f64() * 1000.0);
+    if let Ok(value) = HeaderValue::from_str(&timing) {
+        response.headers_mut().insert(HeaderName::from_static("server-timing"), value);
+    }
     response
 }

@@ -192,8 +192,10 @@ impl Engine {
         for s in state.sessions() {
             *sessions.entry((s.pool.to_string(), s.phase)).or_default() += 1;
         }
-        let mut stats = EngineStats::default();
-        stats.sessions = sessions.into_iter().map(|((p, ph), n)| (p, ph, n)).collect();
+        let mut stats = EngineStats {
+            sessions: sessions.into_iter().map(|((p, ph), n)| (p, ph, n)).collect(),
+            ..EngineStats::default()
+        };
         for pool in state.pools() {
             let c = state.counts(&pool.name);
             let name = pool.name.to_string();

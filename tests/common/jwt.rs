@@ -32,7 +32,7 @@ use base64::{
     Engine,
     engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
 };
-use cadbroker::auth::{AuthConfig, IssuerConfig};
+use cadbroker::auth::{AuthConfig, AuthError, Authenticator, IssuerConfig, Principal};
 use jiff::Timestamp;
 use jsonwebtoken::{Algorithm, EncodingKey, jwk::Jwk};
 use serde_json::{Value, json};
@@ -55,13 +55,15 @@ impl TestKey {
     pub fn rsa(kid: &str) -> Self {
         let pair = RsaKeyPair::generate(KeySize::Rsa2048).expect("rsa keygen");
         let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).expect("rsa pkcs8");
-        let encoding = EncodingKey::from_rsa_pem(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes()).expect("rsa pem");
+        let encoding =
+            EncodingKey::from_rsa_pem(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes()).expect("rsa pem");
         Self::from_encoding(kid, Algorithm::RS256, encoding)
     }
 
     /// A P-256 key for ES256.
     pub fn ec(kid: &str) -> Self {
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new()).unwrap();
         Self::from_encoding(kid, Algorithm::ES256, EncodingKey::from_ec_der(pkcs8.as_ref()))
     }
 
@@ -71,7 +73,12 @@ impl TestKey {
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
         let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
         let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "use": "sig"});
-        Self { kid: kid.to_owned(), alg: Algorithm::EdDSA, encoding: EncodingKey::from_ed_der(pkcs8.as_ref()), jwk }
+        Self {
+            kid: kid.to_owned(),
+            alg: Algorithm::EdDSA,
+            encoding: EncodingKey::from_ed_der(pkcs8.as_ref()),
+            jwk,
+        }
     }
 
     fn from_encoding(kid: &str, alg: Algorithm, encoding: EncodingKey) -> Self {
@@ -128,6 +135,11 @@ pub fn b64(bytes: impl AsRef<[u8]>) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
+/// Decodes base64url without padding.
+pub fn b64_decode(text: &str) -> Vec<u8> {
+    URL_SAFE_NO_PAD.decode(text).unwrap()
+}
+
 /// The JOSE name of an algorithm.
 pub fn alg_name(alg: Algorithm) -> String {
     serde_json::to_value(alg).unwrap().as_str().unwrap().to_owned()
@@ -141,7 +153,8 @@ pub fn forge(header: &Value, claims: &Value, signature: &str) -> String {
 /// A token MACed with `secret` under an HMAC algorithm (for algorithm-confusion tests).
 pub fn hmac_sign(alg: Algorithm, secret: &[u8], header: &Value, claims: &Value) -> String {
     let message = format!("{}.{}", b64(header.to_string()), b64(claims.to_string()));
-    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &EncodingKey::from_secret(secret), alg).unwrap();
+    let signature =
+        jsonwebtoken::crypto::sign(message.as_bytes(), &EncodingKey::from_secret(secret), alg).unwrap();
     format!("{message}.{signature}")
 }
 
@@ -312,4 +325,76 @@ async fn attacker(State(state): State<Arc<IdpState>>) -> Response {
     state.attacker_hits.fetch_add(1, Ordering::SeqCst);
     let doc = state.jwks.lock().unwrap().clone();
     Json(doc).into_response()
+}
+
+/// Tenant of the fixture's issuer.
+pub const TENANT_A: &str = "aaaaaaaa-0000-0000-0000-00000000000a";
+/// Another tenant whose tokens the shared keys also sign.
+pub const TENANT_B: &str = "bbbbbbbb-0000-0000-0000-00000000000b";
+
+/// An Entra-like OIDC issuer for tenant A on a loopback provider publishing `RSA_A` and an EC
+/// key, an authenticator trusting it (RS256 only, audience `api://cadbroker`), and a fixed `now`.
+pub struct OidcFixture {
+    pub idp: TestIdp,
+    pub ec: TestKey,
+    pub auth: Authenticator,
+    pub iss: String,
+    pub now: Timestamp,
+}
+
+impl OidcFixture {
+    /// The default fixture.
+    pub async fn new() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    /// As `new`, with the issuer config adjusted.
+    pub async fn with(tweak: impl FnOnce(&mut IssuerConfig)) -> Self {
+        Self::with_config(tweak, |_| {}).await
+    }
+
+    /// As `new`, with the issuer and the `[auth]` config adjusted.
+    pub async fn with_config(
+        tweak: impl FnOnce(&mut IssuerConfig),
+        global: impl FnOnce(&mut AuthConfig),
+    ) -> Self {
+        let ec = TestKey::ec("ec-1");
+        let idp = TestIdp::start(&[&RSA_A, &ec]).await;
+        let mut issuer = idp.issuer_config(TENANT_A);
+        tweak(&mut issuer);
+        let mut cfg = auth_config(vec![issuer]);
+        global(&mut cfg);
+        let auth = Authenticator::new(&cfg).await.unwrap();
+        assert!(auth.is_ready(), "{:?}", auth.health());
+        let iss = idp.issuer(TENANT_A);
+        Self { idp, ec, auth, iss, now: now() }
+    }
+
+    /// Valid Entra-like access-token claims for tenant A.
+    pub fn claims(&self) -> Value {
+        let mut c = claims(&self.iss, "api://cadbroker", "sub-alice", self.now);
+        c["tid"] = json!(TENANT_A);
+        c["oid"] = json!("11111111-2222-3333-4444-555555555555");
+        c
+    }
+
+    /// The usual header for RSA_A.
+    pub fn rsa_header(&self) -> Value {
+        json!({"alg": "RS256", "typ": "JWT", "kid": RSA_A.kid})
+    }
+
+    /// Authenticates at the fixture's `now`.
+    pub async fn check(&self, token: &str) -> Result<Principal, AuthError> {
+        self.auth.authenticate_at(token, self.now).await
+    }
+
+    /// Asserts the exact rejection.
+    pub async fn rejects(&self, token: &str, expected: impl Into<AuthError>, case: &str) {
+        assert_eq!(self.check(token).await.map(|p| p.subject), Err(expected.into()), "{case}");
+    }
+}
+
+/// `http://127.0.0.1:port` from an issuer URL.
+pub fn base_of(issuer: &str) -> String {
+    issuer.split('/').take(3).collect::<Vec<_>>().join("/")
 }

@@ -1,0 +1,36 @@
+# cadbroker: common tasks. `make help` lists them.
+.PHONY: help run test test-rust test-in-cluster lint bench cluster-build cluster-up cluster-down
+
+CLUSTER := tests/cluster/cluster.sh
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+run: ## run cadbroker on its embedded default (simulated cluster)
+	cargo run --release -- serve
+
+test: ## the whole suite: Rust tests, then the local Kubernetes control plane and its tests
+	cargo test --locked
+	$(CLUSTER) run -- $(MAKE) --no-print-directory test-in-cluster
+
+test-rust: ## unit, property, HTTP and CLI tests only (no cluster)
+	cargo test --locked
+
+test-in-cluster: ## tests that need the running local cluster (KUBECONFIG set by cluster.sh run)
+	$(CLUSTER) smoke
+
+lint: ## formatting and clippy, as CI runs them
+	cargo fmt --all -- --check
+	cargo clippy --all-targets --locked -- -D warnings
+
+bench: ## API benchmark on the simulated backend (docs/benchmarks.md)
+	cargo bench --bench api
+
+cluster-build: ## build the local cluster's binaries into ~/.cache/cadbroker
+	$(CLUSTER) build
+
+cluster-up: ## start the local cluster (kubeconfig: .cluster/kubeconfig)
+	$(CLUSTER) up
+
+cluster-down: ## stop the local cluster
+	$(CLUSTER) down
