@@ -30,6 +30,7 @@ pub struct Authenticator {
     pub(super) leeway: Duration,
     pub(super) max_token_age: Option<Duration>,
     pub(super) max_token_bytes: usize,
+    pub(super) verified: super::verified::VerifiedTokens,
 }
 
 impl fmt::Debug for Authenticator {
@@ -82,6 +83,7 @@ impl Authenticator {
             leeway: config.leeway,
             max_token_age: config.max_token_age,
             max_token_bytes: config.max_token_bytes,
+            verified: Default::default(),
         })
     }
 

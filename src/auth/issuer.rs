@@ -32,6 +32,14 @@ pub(crate) struct Issuer {
 }
 
 impl Issuer {
+    /// Changes whenever this issuer's key set is replaced (always 0 for a static key).
+    pub(crate) fn key_generation(&self) -> u64 {
+        match &self.keys {
+            KeySource::Static(_) => 0,
+            KeySource::Oidc(cache) => cache.generation(),
+        }
+    }
+
     /// Builds the runtime issuer; `cfg` must have passed validation.
     pub(crate) fn new(cfg: IssuerConfig, keys: KeySource) -> Result<Self, String> {
         let pinned = Self::pinned_algorithms(&cfg)?;

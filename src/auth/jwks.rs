@@ -85,6 +85,8 @@ pub(crate) struct OidcKeys {
     current: RwLock<Arc<Snapshot>>,
     gate: Arc<AsyncMutex<Gate>>,
     last_error: Mutex<Option<String>>,
+    /// Bumped on every key-set replacement, so caches of verified tokens can tell.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl OidcKeys {
@@ -107,7 +109,13 @@ impl OidcKeys {
             current: RwLock::default(),
             gate: Arc::default(),
             last_error: Mutex::default(),
+            generation: Default::default(),
         })
+    }
+
+    /// How many times the key set was replaced.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
@@ -185,6 +193,7 @@ impl OidcKeys {
                 tracing::info!(issuer = %self.name, keys = keys.len(), skipped, "fetched signing keys");
                 let snapshot = Arc::new(Snapshot { keys, fetched_at: Some(now) });
                 *self.current.write().unwrap_or_else(PoisonError::into_inner) = snapshot;
+                self.generation.fetch_add(1, std::sync::atomic::Ordering::Release);
                 *last_error = None;
             }
             Err(error) => {

@@ -31,6 +31,7 @@ mod principal;
 mod strict_json;
 mod token;
 mod validate;
+mod verified;
 
 pub use authenticator::{Authenticator, crypto_self_test};
 pub use config::{
@@ -42,6 +43,7 @@ pub use error::{AuthError, AuthInitError, DevKeyError, Invalid, MintError};
 pub use jwks::IssuerHealth;
 pub use principal::Principal;
 pub use token::CONNECT_TICKET_TYP;
+pub use verified::VERIFIED_TTL;
 
 #[cfg(doc)]
 use crate::domain::Caller;

@@ -31,6 +31,26 @@ impl Authenticator {
     /// As [`authenticate`](Self::authenticate), at the given time. `now` drives every time check
     /// and the JWKS refresh rate limit, so tests cover boundaries without sleeping.
     pub async fn authenticate_at(&self, token: &str, now: Timestamp) -> Result<Principal, AuthError> {
+        if token.len() > self.max_token_bytes {
+            return Err(AuthError::TooLarge { limit: self.max_token_bytes });
+        }
+        let generation = self.key_generation();
+        if let Some(principal) = self.verified.get(token, now, generation) {
+            return Ok(principal);
+        }
+        let principal = self.verify_at(token, now).await?;
+        // With a maximum token age the limit depends on `iat`, which the cache does not track:
+        // such tokens are verified every time.
+        if self.max_token_age.is_none() {
+            // Read again: a refresh during verification must not be masked by the old number.
+            let generation = generation.min(self.key_generation());
+            self.verified.put(token, &principal, principal.expires_at, now, generation);
+        }
+        Ok(principal)
+    }
+
+    /// Every check of [`authenticate_at`](Self::authenticate_at), without the cache.
+    async fn verify_at(&self, token: &str, now: Timestamp) -> Result<Principal, AuthError> {
         let parsed = token::parse(token, self.max_token_bytes)?;
         let iss = claims::required_str(&parsed.claims, "iss").map_err(|_| AuthError::Issuer)?;
         let (issuer, template_tenant) = self.select_issuer(iss)?;
@@ -45,6 +65,10 @@ impl Authenticator {
             return Err(AuthError::Issuer);
         }
         self.principal(&parsed.claims, issuer, iss, tenant, now)
+    }
+
+    fn key_generation(&self) -> u64 {
+        self.issuers.iter().map(Issuer::key_generation).sum()
     }
 
     fn select_issuer(&self, iss: &str) -> Result<(&Issuer, Option<String>), AuthError> {

@@ -25,7 +25,7 @@ set -Eeuo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
-# shellcheck source=versions.env
+# shellcheck source=tests/cluster/versions.env
 . "$HERE/versions.env"
 
 CACHE_ROOT="${CADBROKER_CACHE:-$HOME/.cache/cadbroker}"
@@ -52,10 +52,12 @@ KWOK_CIDR=127.200.0.0/16
 KWOK_NODE_IP=127.0.0.1
 
 K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-ALL_BINS=(etcd kwok kwokctl "${K8S_BINS[@]}")
 
-log() { printf '[cluster] %s\n' "$*" >&2; }
-die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
+# fds 3/4: the script's own stdout/stderr. A trap that fires while a command's output is
+# redirected (e.g. kwokctl >up.log) inherits that redirection; log/die/traps use these instead.
+exec 3>&1 4>&2
+log() { printf '[cluster] %s\n' "$*" >&4; }
+die() { printf '[cluster] error: %s\n' "$*" >&4; exit 1; }
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
@@ -86,29 +88,46 @@ check_pins() {
     die "tests/cluster/kwok/go.mod does not require sigs.k8s.io/kwok $KWOK_VERSION (versions.env)"
 }
 
-# build_one NAME MODULE_DIR PACKAGE [LDFLAGS]
+# A binary counts as present when it exists and its stamp names the pinned version, so
+# bumping etcd or KWOK alone rebuilds just that binary.
+have() { [[ -x "$BIN/$1" && "$(cat "$BIN/.$1.version" 2>/dev/null)" == "$2" ]]; }
+
+# build_one NAME VERSION MODULE_DIR PACKAGE [LDFLAGS]
 build_one() {
-  local name="$1" dir="$2" pkg="$3" ldflags="${4:-}" t0
-  if [[ -x "$BIN/$name" ]]; then
-    log "build: $name present, skipped"
+  local name="$1" version="$2" dir="$3" pkg="$4" ldflags="${5:-}" t0 ticker rc=0
+  if have "$name" "$version"; then
+    log "build: $name $version present, skipped"
     return 0
   fi
-  log "build: $name ($pkg) ..."
+  log "build: $name $version ($pkg) ..."
   t0="$(now)"
+  # go build is silent for minutes: keep CI logs alive.
+  (while sleep 60 >/dev/null 2>&1 3>&- 4>&-; do log "build: ... $name still building ($(elapsed "$t0")s)"; done) &
+  ticker=$!
   (
     cd "$HERE/$dir"
     # -mod=readonly: go.sum in the repo pins every module; nothing is resolved at build time.
     GOTOOLCHAIN=local GOWORK=off GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 \
       nice -n 19 go build -trimpath -tags selinux,notest -ldflags "-s -w $ldflags" \
       -o "$BIN/.$name.tmp" "$pkg"
-  ) || { rm -f "$BIN/.$name.tmp"; die "build of $name failed (see the go output above)"; }
+  ) || rc=$?
+  kill "$ticker" 2>/dev/null || true
+  wait "$ticker" 2>/dev/null || true
+  if ((rc != 0)); then
+    rm -f "$BIN/.$name.tmp"
+    die "build of $name failed (see the go output above)"
+  fi
   mv -f "$BIN/.$name.tmp" "$BIN/$name"
+  echo "$version" >"$BIN/.$name.version"
   log "build: $name done in $(elapsed "$t0")s ($(du -h "$BIN/$name" | cut -f1))"
 }
 
 cmd_build() {
   local missing=() b
-  for b in "${ALL_BINS[@]}"; do [[ -x "$BIN/$b" ]] || missing+=("$b"); done
+  have etcd "$ETCD_VERSION" || missing+=(etcd)
+  have kwok "$KWOK_VERSION" || missing+=(kwok)
+  have kwokctl "$KWOK_VERSION" || missing+=(kwokctl)
+  for b in "${K8S_BINS[@]}"; do have "$b" "$K8S_VERSION" || missing+=("$b"); done
   if ((${#missing[@]} == 0)); then
     log "build: all binaries present in $BIN"
     return 0
@@ -116,7 +135,7 @@ cmd_build() {
   need_go
   check_pins
   mkdir -p "$BIN"
-  log "build: missing ${missing[*]} -> $BIN (cold build of everything: ~15-25 min on 2 cores)"
+  log "build: missing ${missing[*]} -> $BIN (a cold build of all seven takes ~20-30 min on 2 cores)"
   local t0 minor k8s_ldf
   t0="$(now)"
   minor="${K8S_VERSION#v1.}"
@@ -127,11 +146,11 @@ cmd_build() {
     k8s_ldf+=" -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
     k8s_ldf+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
   done
-  build_one etcd etcd go.etcd.io/etcd/server/v3
-  build_one kwok kwok sigs.k8s.io/kwok/cmd/kwok
-  build_one kwokctl kwok sigs.k8s.io/kwok/cmd/kwokctl
+  build_one etcd "$ETCD_VERSION" etcd go.etcd.io/etcd/server/v3
+  build_one kwok "$KWOK_VERSION" kwok sigs.k8s.io/kwok/cmd/kwok
+  build_one kwokctl "$KWOK_VERSION" kwok sigs.k8s.io/kwok/cmd/kwokctl
   for b in "${K8S_BINS[@]}"; do
-    build_one "$b" k8s "k8s.io/kubernetes/cmd/$b" "$k8s_ldf"
+    build_one "$b" "$K8S_VERSION" k8s "k8s.io/kubernetes/cmd/$b" "$k8s_ldf"
   done
   log "build: all done in $(elapsed "$t0")s; cache: $(du -sh "$BIN" | cut -f1) in $BIN"
 }
@@ -228,8 +247,12 @@ render_nodes() {
   while read -r name gpus product cpu mem cidr ip extra; do
     [[ -z "$name" || "$name" == \#* ]] && continue
     [[ -n "$ip" && -z "$extra" ]] || die "$NODES_FILE: bad line for '$name' (want: NAME GPUS PRODUCT CPU MEMORY POD_CIDR NODE_IP)"
-    in_loopback "$cidr" && [[ "$cidr" == */* ]] || die "$NODES_FILE: $name: POD_CIDR $cidr is not inside 127.0.0.0/8"
-    in_loopback "$ip" && [[ "$ip" != */* ]] || die "$NODES_FILE: $name: NODE_IP $ip is not an address inside 127.0.0.0/8"
+    if ! in_loopback "$cidr" || [[ "$cidr" != */* ]]; then
+      die "$NODES_FILE: $name: POD_CIDR $cidr is not inside 127.0.0.0/8"
+    fi
+    if ! in_loopback "$ip" || [[ "$ip" == */* ]]; then
+      die "$NODES_FILE: $name: NODE_IP $ip is not an address inside 127.0.0.0/8"
+    fi
     n=$((n + 1))
     cat <<EOF
 ---
@@ -299,7 +322,9 @@ cmd_down() {
     ((alive)) || break
     sleep 0.1
   done
-  for pid in "${pids[@]}"; do ours "$pid" && kill -9 "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    if ours "$pid"; then kill -9 "$pid" 2>/dev/null || true; fi
+  done
   rm -rf "$KWOK_WORKDIR_PATH" "$KUBECACHEDIR" "$KUBECONFIG_PATH" "$STATE/kwok.yaml" "$STATE/nodes.yaml" \
     "$STATE/up.log" "$STATE/down.log"
   rmdir "$STATE" 2>/dev/null || true
@@ -310,6 +335,7 @@ cmd_down() {
 up_failed() {
   local rc=$?
   trap - EXIT
+  exec 1>&3 2>&4
   log "up: failed (exit $rc), tearing down; component logs kept in ${STATE#"$REPO"/}/failed-logs/"
   rm -rf "$STATE/failed-logs"
   mkdir -p "$STATE/failed-logs"
@@ -342,8 +368,8 @@ cmd_up() {
     --kubeconfig "$KUBECONFIG_PATH" --wait "${UP_TIMEOUT}s" --timeout "${UP_TIMEOUT}s" \
     >"$STATE/up.log" 2>&1 || { cat "$STATE/up.log" >&2; false; }
   # kwokctl only logs (exit 0) when its --wait runs out: check /readyz ourselves.
-  local i
-  for i in $(seq "$((UP_TIMEOUT * 5))"); do
+  local _
+  for _ in $(seq "$((UP_TIMEOUT * 5))"); do
     kctl get --raw /readyz --request-timeout=2s >/dev/null 2>&1 && break
     sleep 0.2
   done
@@ -357,13 +383,13 @@ cmd_up() {
   kctl create -f "$STATE/nodes.yaml" >/dev/null
   kctl wait --for=condition=Ready node --all --timeout="${UP_TIMEOUT}s" >/dev/null
   # The node lifecycle controller removes the not-ready taint shortly after Ready.
-  for i in $(seq "$((UP_TIMEOUT * 5))"); do
+  for _ in $(seq "$((UP_TIMEOUT * 5))"); do
     [[ -z "$(kctl get nodes -o jsonpath='{.items[*].spec.taints}')" ]] && break
     sleep 0.2
   done
   # The service account controller (kube-controller-manager) creates "default" in each
   # namespace; pods are refused until it exists.
-  for i in $(seq "$((UP_TIMEOUT * 5))"); do
+  for _ in $(seq "$((UP_TIMEOUT * 5))"); do
     kctl -n default get serviceaccount default >/dev/null 2>&1 && break
     sleep 0.2
   done
