@@ -55,19 +55,25 @@ pub fn settle(state: &mut State, now: Timestamp, policy: ReconcilePolicy) -> Vec
 /// name offset.
 fn serve_pool(state: &State, pool: &PoolName, mut offset: u64, out: &mut Vec<Action>) -> u64 {
     let spec = state.pool(pool).expect("iterating existing pools");
+    let mut counts = state.counts(pool);
+    let queue = state.queue(pool);
+    if queue.is_empty() && counts.unclaimed() == desired_unclaimed(spec, &counts, false) {
+        // The common case after a claim or an end: nothing to serve, buffer right.
+        return offset;
+    }
+    // Newest first, so that `pop` hands out the oldest.
     let mut warm: Vec<_> = state
         .pool_workstations(pool)
         .filter(|w| w.phase == WorkstationPhase::Ready && w.session.is_none())
         .collect();
-    warm.sort_by_key(|w| std::cmp::Reverse((w.ready_at, w.id.clone())));
+    warm.sort_by(|a, b| (b.ready_at, &b.id).cmp(&(a.ready_at, &a.id)));
     let mut starting: Vec<_> = state
         .pool_workstations(pool)
         .filter(|w| w.phase == WorkstationPhase::Starting && w.session.is_none())
         .collect();
-    starting.sort_by_key(|w| std::cmp::Reverse((w.created_at, w.id.clone())));
-    let mut counts = state.counts(pool);
+    starting.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
     let mut waiting = 0;
-    for session in state.queue(pool) {
+    for session in queue {
         // Oldest warm first (`pop` takes from the end of the reversed order).
         if let Some(w) = warm.pop() {
             out.push(Action::Claim { session: session.clone(), workstation: w.id.clone() });

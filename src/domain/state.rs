@@ -155,14 +155,14 @@ impl State {
     pub fn warm_workstation<'a>(&'a self, pool: &'a PoolName) -> Option<&'a Workstation> {
         self.pool_workstations(pool)
             .filter(|w| w.phase == WorkstationPhase::Ready && w.session.is_none())
-            .min_by_key(|w| (w.ready_at, w.id.clone()))
+            .min_by(|a, b| (a.ready_at, &a.id).cmp(&(b.ready_at, &b.id)))
     }
 
     /// A starting workstation of the pool that no session waits on yet.
     pub fn unreserved_starting<'a>(&'a self, pool: &'a PoolName) -> Option<&'a Workstation> {
         self.pool_workstations(pool)
             .filter(|w| w.phase == WorkstationPhase::Starting && w.session.is_none())
-            .min_by_key(|w| (w.created_at, w.id.clone()))
+            .min_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)))
     }
 
     /// The name the next generated workstation of `pool` gets, `offset` names ahead.

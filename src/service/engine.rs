@@ -142,7 +142,8 @@ impl Engine {
         }
     }
 
-    /// Folds backend observations into the state and reconciles. Called by the controller.
+    /// Folds backend observations into the state; the next [`reconcile`](Self::reconcile)
+    /// acts on them. Called by the controller.
     pub fn observe(&self, observations: &[Observation]) {
         let now = self.clock.now();
         let mut state = self.lock();
@@ -157,8 +158,7 @@ impl Engine {
             touched.extend(state.workstation(ws).and_then(|w| w.session.clone()));
             observe(&mut state, obs, now);
         }
-        let actions = settle(&mut state, now, self.policy.reconcile);
-        self.carry_out(&state, &actions, touched);
+        self.publish(&state, touched);
     }
 
     /// Re-evaluates everything now. Called by the controller on its tick and when kicked.
