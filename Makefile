@@ -1,5 +1,8 @@
 # cadbroker: common tasks. `make help` lists them.
-.PHONY: help run test test-rust test-in-cluster lint bench cluster-build cluster-up cluster-down
+# CRDs generated from the Rust types (src/crd); CI fails when they differ from the committed file.
+CRDS := charts/cadbroker-crds/templates/crds.yaml
+
+.PHONY: help run generate test test-rust test-in-cluster lint bench cluster-build cluster-up cluster-down
 
 CLUSTER := tests/cluster/cluster.sh
 
@@ -8,6 +11,9 @@ help: ## list the targets
 
 run: ## run cadbroker on its embedded default (simulated cluster)
 	cargo run --release -- serve
+
+generate: ## regenerate the CRDs in charts/cadbroker-crds from the code
+	cargo run -q -- crds > $(CRDS)
 
 test: ## the whole suite: Rust tests, then the local Kubernetes control plane and its tests
 	cargo test --locked

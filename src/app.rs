@@ -12,6 +12,7 @@ use crate::{
     clock::SystemClock,
     config::{BackendKind, Config},
     domain::{ReconcilePolicy, RequestPolicy},
+    gateway::{Gateway, GatewayInitError},
     http::{self, admin::AdminState, state::AppState},
     metrics::Metrics,
     service::{
@@ -30,6 +31,9 @@ pub enum StartError {
     /// A listener could not be bound.
     #[error("failed to listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    /// The connection gateway could not be set up.
+    #[error(transparent)]
+    Gateway(#[from] GatewayInitError),
 }
 
 /// A running broker.
@@ -40,6 +44,8 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// The embedded engine (for tests and the simulator).
     pub engine: Arc<Engine>,
+    /// The connection gateway (for tests and benchmarks).
+    pub gateway: Arc<Gateway>,
     trigger: Trigger,
     tasks: JoinSet<()>,
 }
@@ -61,7 +67,7 @@ impl Running {
 
 /// Starts everything described by `config`.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let Config { server, broker, backend, auth, pools } = config;
+    let Config { server, broker, backend, auth, gateway, pools } = config;
     let auth = Arc::new(Authenticator::new(&auth).await?);
     let (trigger, shutdown) = shutdown::channel();
     let (observations, observed) = mpsc::unbounded_channel();
@@ -75,7 +81,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         request: RequestPolicy { max_sessions_per_user: broker.max_sessions_per_user },
         reconcile: ReconcilePolicy { retention: broker.session_retention },
     };
-    let engine = Engine::new(pools, backend, Arc::new(SystemClock), policy);
+    let clock = Arc::new(SystemClock);
+    let engine = Engine::new(pools, backend, clock.clone(), policy);
     let metrics = Arc::new(Metrics::new(engine.clone()));
     let sessions: Arc<dyn SessionService> = engine.clone();
     let mut tasks = JoinSet::new();
@@ -91,10 +98,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let public = bind(server.listen).await?;
     let admin = bind(server.admin_listen).await?;
     let (public_addr, admin_addr) = (local_addr(&public)?, local_addr(&admin)?);
-    tasks.spawn(serve(public, http::router(state, limits), shutdown.clone()));
+    // The gateway's routes join after the API's layers (no request timeout on desktop streams).
+    let gateway = Gateway::new(&gateway, public_addr, sessions.clone(), clock)?;
+    engine.set_connect_links(gateway.links());
+    tasks.spawn(gateway.clone().run(shutdown.clone()));
+    tasks.spawn(serve(public, http::router(state, limits).merge(gateway.router()), shutdown.clone()));
     tasks.spawn(serve(admin, http::admin::router(AdminState { sessions, metrics }), shutdown));
     tracing::info!(%public_addr, %admin_addr, "cadbroker listening");
-    Ok(Running { public_addr, admin_addr, engine, trigger, tasks })
+    Ok(Running { public_addr, admin_addr, engine, gateway, trigger, tasks })
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

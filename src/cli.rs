@@ -39,6 +39,8 @@ pub enum Command {
     Token(TokenArgs),
     /// Validate the config and print a summary.
     CheckConfig,
+    /// Print the CustomResourceDefinitions (CapacityPool, WorkstationSession) as YAML.
+    Crds,
 }
 
 /// Overrides for `serve`.

@@ -12,10 +12,15 @@ use crate::{
 
 /// Runs the command `cli` names.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Crds = cli.command {
+        print!("{}", crate::crd::crds_yaml()?);
+        return Ok(());
+    }
     let config = cli.load_config()?;
     match &cli.command {
         Command::Serve(args) => serve(config, args).await,
         Command::Token(args) => token(&config, args),
+        Command::Crds => unreachable!("handled before loading the config"),
         Command::CheckConfig => {
             check_config(&config);
             Ok(())

@@ -6,7 +6,7 @@ use std::{collections::HashSet, net::SocketAddr, path::Path, time::Duration};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{auth::AuthConfig, backend::simulated::NodeGroup, domain::PoolSpec};
+use crate::{auth::AuthConfig, backend::simulated::NodeGroup, domain::PoolSpec, gateway::GatewayConfig};
 
 /// The default config, built into the binary so that `cadbroker serve` works from anywhere.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/cadbroker.toml");
@@ -25,6 +25,9 @@ pub struct Config {
     pub backend: BackendConfig,
     /// Token issuers and the admin rule.
     pub auth: AuthConfig,
+    /// The connection gateway (`/connect/{session}/…`): public URL, origins, tickets, cookies.
+    #[serde(default)]
+    pub gateway: GatewayConfig,
     /// Capacity pools (non-Kubernetes backends; in cluster mode pools are CapacityPool objects).
     #[serde(default)]
     pub pools: Vec<PoolSpec>,
@@ -172,6 +175,7 @@ impl Config {
         if let Err(auth) = self.auth.validate() {
             problems.extend(auth);
         }
+        problems.extend(self.gateway.validate());
         let mut seen = HashSet::new();
         for (i, pool) in self.pools.iter().enumerate() {
             if !seen.insert(pool.name.clone()) {

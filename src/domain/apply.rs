@@ -5,8 +5,11 @@
 use jiff::Timestamp;
 
 use super::{
-    EndReason, PoolName, PoolSpec, Session, SessionId, SessionPhase, State, Warning, WorkstationId,
-    WorkstationPhase, session::Workstation,
+    Decision, EndReason, PoolName, PoolSpec, Session, SessionId, SessionPhase, State, Warning,
+    WorkstationId, WorkstationPhase,
+    memory::ScaleMemory,
+    session::Workstation,
+    time::elapsed,
 };
 
 /// One step a decision asks for.
@@ -39,8 +42,14 @@ pub enum Action {
     FailSession { session: SessionId, reason: EndReason, message: String },
     /// Stop a workstation (surplus warm, or its session ended).
     StopWorkstation { workstation: WorkstationId },
-    /// Record activity on a session.
+    /// Record activity on a session (keepalive, desktop traffic, a reconnect).
     Touch { session: SessionId },
+    /// The session's last desktop connection closed (reported by the gateway).
+    Disconnect { session: SessionId },
+    /// Update the autoscaler's memory of a pool (the warm target in force and its cooldown).
+    Remember { pool: PoolName, scale: ScaleMemory },
+    /// A decision with its inputs and reason, for the record; changes nothing in the state.
+    Record(Box<Decision>),
     /// Add or replace a pool.
     PutPool(Box<PoolSpec>),
     /// Remove a pool (its sessions are ended by reconcile).
@@ -62,9 +71,14 @@ impl Action {
             | Action::EndSession { session, .. }
             | Action::FailSession { session, .. }
             | Action::Touch { session }
+            | Action::Disconnect { session }
             | Action::Forget { session } => Some(session),
             Action::StartWorkstation { session, .. } => session.as_ref(),
-            Action::StopWorkstation { .. } | Action::PutPool(_) | Action::DeletePool(_) => None,
+            Action::StopWorkstation { .. }
+            | Action::PutPool(_)
+            | Action::DeletePool(_)
+            | Action::Remember { .. }
+            | Action::Record(_) => None,
         }
     }
 }
@@ -73,7 +87,7 @@ impl Action {
 /// batch computed on a slightly older state can never corrupt the current one.
 pub fn apply(state: &mut State, action: &Action, now: Timestamp) {
     match action {
-        Action::CreateSession(session) => create_session(state, session),
+        Action::CreateSession(session) => create_session(state, session, now),
         Action::Claim { session, workstation } => claim(state, session, workstation, now),
         Action::Reserve { session, workstation } => reserve(state, session, workstation),
         Action::StartWorkstation { workstation, seq, pool, session } => {
@@ -102,26 +116,43 @@ pub fn apply(state: &mut State, action: &Action, now: Timestamp) {
         Action::Touch { session } => {
             if let Some(s) = state.sessions.get_mut(session).filter(|s| s.phase == SessionPhase::Ready) {
                 s.last_activity = Some(now);
+                s.disconnected_at = None;
                 if s.warning.is_some_and(|w| w.reason == EndReason::IdleTimeout) {
                     s.warning = None;
                 }
             }
         }
+        Action::Disconnect { session } => {
+            if let Some(s) = state.sessions.get_mut(session).filter(|s| s.phase == SessionPhase::Ready) {
+                s.disconnected_at.get_or_insert(now);
+            }
+        }
+        Action::Remember { pool, scale } => {
+            if state.pools.contains_key(pool) {
+                state.memory.entry(pool.clone()).or_default().scale = scale.clone();
+            }
+        }
+        Action::Record(_) => {}
         Action::PutPool(pool) => {
             state.pools.insert(pool.name.clone(), (**pool).clone());
         }
         Action::DeletePool(name) => {
             state.pools.remove(name);
+            state.memory.remove(name);
         }
         Action::Forget { session } => forget(state, session),
     }
 }
 
-fn create_session(state: &mut State, session: &Session) {
+fn create_session(state: &mut State, session: &Session, now: Timestamp) {
     if state.sessions.contains_key(&session.id) {
         return;
     }
     let s = session.clone();
+    if let Some(pool) = state.pools.get(&s.pool) {
+        let keep = pool.autoscale.demand_window;
+        state.memory.entry(s.pool.clone()).or_default().record_arrival(now, keep);
+    }
     state.live.insert((s.user.clone(), s.pool.clone()), s.id.clone());
     if let Some(key) = &s.idempotency_key {
         state.idempotency.insert((s.user.clone(), key.clone()), s.id.clone());
@@ -218,6 +249,13 @@ fn mark_ready(state: &mut State, id: &SessionId, now: Timestamp) {
     }
 }
 
+/// Records how long a session that held a workstation kept it.
+fn record_hold(state: &mut State, s: &Session, now: Timestamp) {
+    if let (Some(ready_at), true) = (s.ready_at, state.pools.contains_key(&s.pool)) {
+        state.memory.entry(s.pool.clone()).or_default().record_hold(elapsed(ready_at, now));
+    }
+}
+
 fn release_live(state: &mut State, s: &Session) {
     if state.live.get(&(s.user.clone(), s.pool.clone())) == Some(&s.id) {
         state.live.remove(&(s.user.clone(), s.pool.clone()));
@@ -240,6 +278,7 @@ fn end_session(state: &mut State, id: &SessionId, reason: EndReason, now: Timest
     if !holds_workstation {
         state.ended.push_back((now, id.clone()));
     }
+    record_hold(state, &s, now);
     release_live(state, &s);
     dequeue(state, &s.pool, id);
 }
@@ -250,6 +289,7 @@ fn fail_session(state: &mut State, id: &SessionId, reason: EndReason, message: &
         return;
     }
     // A session the user was already ending just ends; anything else failed.
+    let was_live = s.phase.is_live();
     s.phase = if s.phase == SessionPhase::Ending { SessionPhase::Ended } else { SessionPhase::Failed };
     s.end_reason.get_or_insert(reason);
     s.ended_at = Some(now);
@@ -257,6 +297,9 @@ fn fail_session(state: &mut State, id: &SessionId, reason: EndReason, message: &
     s.warning = None;
     let s = s.clone();
     state.ended.push_back((now, id.clone()));
+    if was_live {
+        record_hold(state, &s, now);
+    }
     release_live(state, &s);
     dequeue(state, &s.pool, id);
 }

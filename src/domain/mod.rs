@@ -12,22 +12,29 @@
 
 mod apply;
 pub mod autoscale;
+mod decision;
 mod ids;
+pub mod memory;
 pub mod names;
 mod observe;
 mod pool;
 mod reconcile;
 mod request;
+pub mod schedule;
 mod session;
 mod state;
 pub mod time;
+pub mod wait;
 
 pub use apply::{Action, apply};
+pub use autoscale::AutoscaleSpec;
+pub use decision::{Decision, DecisionInputs, DecisionKind};
 pub use ids::{Caller, PoolName, SessionId, UserId, WorkstationId};
 pub use observe::{Observation, observe};
 pub use pool::{Access, Capacity, ConnectSpec, FieldError, PoolSpec, SessionLimits};
 pub use reconcile::{ReconcilePolicy, reconcile, settle};
 pub use request::{NewSession, RequestDecision, RequestError, RequestPolicy, decide_request};
+pub use schedule::{Day, ScheduleWindow, Zone};
 pub use session::{EndReason, Endpoint, Session, SessionPhase, Warning, Workstation, WorkstationPhase};
 pub use state::{PoolCounts, State};
 

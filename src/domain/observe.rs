@@ -28,6 +28,10 @@ pub fn observe(state: &mut State, observation: &Observation, now: Timestamp) {
                 if w.phase == WorkstationPhase::Starting {
                     w.phase = WorkstationPhase::Ready;
                     w.ready_at = Some(now);
+                    let took = super::time::elapsed(w.created_at, now);
+                    if state.pools.contains_key(&w.pool) {
+                        state.memory.entry(w.pool.clone()).or_default().record_start(took);
+                    }
                 }
                 w.node = Some(node.clone());
                 w.endpoint = Some(endpoint.clone());

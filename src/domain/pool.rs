@@ -3,10 +3,11 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{Caller, PoolName};
+use super::{AutoscaleSpec, Caller, PoolName, ScheduleWindow};
 
 /// A capacity pool: one kind of workstation, its size limits, who may use it and its session limits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -38,10 +39,17 @@ pub struct PoolSpec {
     /// Where the desktop listens inside a workstation.
     #[serde(default)]
     pub connect: ConnectSpec,
+    /// Time-zone-aware windows that override `capacity.warm` and `capacity.min`; the first
+    /// active one wins (docs/autoscaling.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleWindow>,
+    /// How the warm buffer follows demand, and its cooldown.
+    #[serde(default)]
+    pub autoscale: AutoscaleSpec,
 }
 
 /// Size limits of a pool. Invariant (checked by [`PoolSpec::validate`]): `min <= max`, `warm <= max`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Capacity {
     /// Workstations kept running at all times, used or not.
@@ -56,7 +64,7 @@ pub struct Capacity {
 
 /// Access list of a pool. Default deny: a pool with no groups and no users is for admins only,
 /// unless `allAuthenticated` is set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Access {
     /// Groups (token groups claim values) whose members may use the pool.
@@ -71,24 +79,28 @@ pub struct Access {
 }
 
 /// Limits on a session's life; each forced end is announced `warnBefore` ahead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SessionLimits {
     /// End a session after this long without activity (keepalive or desktop traffic).
     #[serde(with = "humantime_serde")]
     #[schema(value_type = String, example = "30m")]
+    #[schemars(with = "String")]
     pub idle_timeout: Duration,
     /// End a session this long after it became ready, whatever its activity.
     #[serde(with = "humantime_serde")]
     #[schema(value_type = String, example = "10h")]
+    #[schemars(with = "String")]
     pub max_lifetime: Duration,
     /// How long before a forced end the user is warned.
     #[serde(with = "humantime_serde")]
     #[schema(value_type = String, example = "5m")]
+    #[schemars(with = "String")]
     pub warn_before: Duration,
     /// How long a dropped desktop connection may stay away before it counts as idle.
     #[serde(with = "humantime_serde")]
     #[schema(value_type = String, example = "2m")]
+    #[schemars(with = "String")]
     pub reconnect_grace: Duration,
 }
 
@@ -104,7 +116,7 @@ impl Default for SessionLimits {
 }
 
 /// How the desktop inside a workstation is reached.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConnectSpec {
     /// TCP port the desktop (noVNC, KasmVNC, Selkies …) listens on inside the workstation.
@@ -169,6 +181,8 @@ impl PoolSpec {
         if !self.connect.path.starts_with('/') {
             bad("connect.path", "must start with '/'".into());
         }
+        super::schedule::validate_all(&self.schedules, max, &mut errors);
+        self.autoscale.validate(max, &mut errors);
         errors
     }
 
@@ -193,6 +207,8 @@ pub(crate) fn mk_pool(name: &str, min: u32, max: u32, warm: u32) -> PoolSpec {
         access: Access { all_authenticated: true, ..Access::default() },
         limits: SessionLimits::default(),
         connect: ConnectSpec::default(),
+        schedules: Vec::new(),
+        autoscale: AutoscaleSpec::default(),
     }
 }
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::{
-    Action, EndReason, PoolName, Session, SessionPhase, State, Warning, WorkstationPhase, apply,
-    autoscale::desired_unclaimed,
+    Action, Decision, DecisionInputs, DecisionKind, EndReason, PoolName, Session, SessionPhase, State,
+    Warning, WorkstationPhase, apply,
+    autoscale::{self, WarmTarget, desired_unclaimed},
     time::{after, before},
 };
 
@@ -25,7 +26,12 @@ pub fn reconcile(state: &State, now: Timestamp, policy: ReconcilePolicy) -> Vec<
     let mut actions = Vec::new();
     let mut offset = 0;
     for pool in state.pools() {
-        offset = serve_pool(state, &pool.name, offset, &mut actions);
+        let plan = autoscale::plan(pool, state.memory(&pool.name), &state.counts(&pool.name), now);
+        if let Some(scale) = plan.remember {
+            actions.push(Action::Remember { pool: pool.name.clone(), scale });
+        }
+        actions.extend(plan.decision.map(|d| Action::Record(Box::new(d))));
+        offset = serve_pool(state, &pool.name, plan.target, offset, &mut actions);
     }
     for session in state.live_sessions() {
         session_step(state, session, now, &mut actions);
@@ -51,13 +57,20 @@ pub fn settle(state: &mut State, now: Timestamp, policy: ReconcilePolicy) -> Vec
     all
 }
 
-/// Serves the pool's queue first come first, then sizes its warm buffer. Returns the new
-/// name offset.
-fn serve_pool(state: &State, pool: &PoolName, mut offset: u64, out: &mut Vec<Action>) -> u64 {
+/// Serves the pool's queue first come first, then sizes its warm buffer to `target`. Returns
+/// the new name offset.
+fn serve_pool(
+    state: &State,
+    pool: &PoolName,
+    target: WarmTarget,
+    mut offset: u64,
+    out: &mut Vec<Action>,
+) -> u64 {
     let spec = state.pool(pool).expect("iterating existing pools");
+    let max = spec.capacity.max;
     let mut counts = state.counts(pool);
     let queue = state.queue(pool);
-    if queue.is_empty() && counts.unclaimed() == desired_unclaimed(spec, &counts, false) {
+    if queue.is_empty() && counts.unclaimed() == desired_unclaimed(max, target, &counts, false) {
         // The common case after a claim or an end: nothing to serve, buffer right.
         return offset;
     }
@@ -84,11 +97,9 @@ fn serve_pool(state: &State, pool: &PoolName, mut offset: u64, out: &mut Vec<Act
             counts.starting_unclaimed -= 1;
             counts.starting_reserved += 1;
         } else if counts.total() < spec.capacity.max {
-            let (workstation, seq) = state.workstation_name(pool, offset);
-            offset += 1;
             out.push(Action::StartWorkstation {
-                workstation,
-                seq,
+                workstation: State::session_workstation_name(session),
+                seq: 0,
                 pool: pool.clone(),
                 session: Some(session.clone()),
             });
@@ -97,7 +108,7 @@ fn serve_pool(state: &State, pool: &PoolName, mut offset: u64, out: &mut Vec<Act
             waiting += 1;
         }
     }
-    let target = desired_unclaimed(spec, &counts, waiting > 0);
+    let target = desired_unclaimed(max, target, &counts, waiting > 0);
     let unclaimed = counts.unclaimed();
     for _ in unclaimed..target {
         let (workstation, seq) = state.workstation_name(pool, offset);
@@ -136,24 +147,95 @@ fn session_step(state: &State, session: &Session, now: Timestamp, out: &mut Vec<
 }
 
 /// Warns ahead of the nearest forced end, and ends the session once a warning's time is up.
-/// A forced end always comes at least `warnBefore` after its warning.
+/// A forced end always comes at least `warnBefore` after its warning, and each warning and
+/// end is recorded as a decision.
 fn limits_step(session: &Session, limits: &super::SessionLimits, now: Timestamp, out: &mut Vec<Action>) {
-    let (Some(ready_at), Some(active_at)) = (session.ready_at, session.last_activity) else { return };
-    let idle = (after(active_at, limits.idle_timeout), EndReason::IdleTimeout);
-    let life = (after(ready_at, limits.max_lifetime), EndReason::MaxLifetime);
-    let (deadline, reason) = if life.0 <= idle.0 { life } else { idle };
+    let Some((deadline, reason)) = deadline(session, limits) else { return };
     match session.warning {
         Some(w) if w.reason == reason && now >= w.ends_at => {
             out.push(Action::EndSession { session: session.id.clone(), reason });
+            out.push(cull_record(session, limits, DecisionKind::End, reason, w.ends_at, now));
         }
         Some(w) if w.reason == reason => {}
         _ if now >= before(deadline, limits.warn_before) => {
             let ends_at = deadline.max(after(now, limits.warn_before));
             let warning = Warning { reason, at: now, ends_at };
             out.push(Action::Warn { session: session.id.clone(), warning });
+            out.push(cull_record(session, limits, DecisionKind::Warn, reason, ends_at, now));
         }
         _ => {}
     }
+}
+
+/// The nearest forced end of a Ready session and its reason: the maximum lifetime, the idle
+/// timeout from the last activity, or, when its desktop connection has been away longer than
+/// `reconnectGrace`, `warnBefore` after the grace ran out (it counts as idle from then on).
+pub(super) fn deadline(session: &Session, limits: &super::SessionLimits) -> Option<(Timestamp, EndReason)> {
+    let (ready_at, active_at) = (session.ready_at?, session.last_activity?);
+    let mut idle = after(active_at, limits.idle_timeout);
+    if let Some(gone) = session.disconnected_at {
+        idle = idle.min(after(after(gone, limits.reconnect_grace), limits.warn_before));
+    }
+    let life = after(ready_at, limits.max_lifetime);
+    Some(if life <= idle { (life, EndReason::MaxLifetime) } else { (idle, EndReason::IdleTimeout) })
+}
+
+fn cull_record(
+    session: &Session,
+    limits: &super::SessionLimits,
+    kind: DecisionKind,
+    reason: EndReason,
+    ends_at: Timestamp,
+    now: Timestamp,
+) -> Action {
+    let idle_deadline = session.last_activity.map(|t| after(t, limits.idle_timeout));
+    let why = match (reason, session.disconnected_at) {
+        (EndReason::MaxLifetime, _) => {
+            format!("maximum lifetime {} since ready", humantime::format_duration(limits.max_lifetime))
+        }
+        (_, Some(gone))
+            if idle_deadline
+                .is_none_or(|idle| after(after(gone, limits.reconnect_grace), limits.warn_before) < idle) =>
+        {
+            format!(
+                "desktop disconnected at {gone}, not back within the reconnect grace {}",
+                humantime::format_duration(limits.reconnect_grace)
+            )
+        }
+        _ => format!(
+            "no activity since {} (idle timeout {})",
+            session.last_activity.map(|t| t.to_string()).unwrap_or_default(),
+            humantime::format_duration(limits.idle_timeout)
+        ),
+    };
+    let text = match kind {
+        DecisionKind::Warn => {
+            format!("warn session {} (user {}): ends at {ends_at}, {why}", session.id, session.user)
+        }
+        _ => format!(
+            "end session {} (user {}): {why}; warned at {}",
+            session.id,
+            session.user,
+            session.warning.map(|w| w.at.to_string()).unwrap_or_default()
+        ),
+    };
+    let inputs = DecisionInputs {
+        limit: Some(reason),
+        last_activity: session.last_activity,
+        disconnected_at: session.disconnected_at,
+        ready_at: session.ready_at,
+        ends_at: Some(ends_at),
+        ..DecisionInputs::default()
+    };
+    let decision = Decision {
+        pool: session.pool.clone(),
+        at: now,
+        kind,
+        reason: text,
+        session: Some(session.id.clone()),
+        inputs,
+    };
+    Action::Record(Box::new(decision))
 }
 
 /// Stops workstations held by no live session, and those of deleted pools.

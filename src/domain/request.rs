@@ -81,17 +81,16 @@ pub fn decide_request(
     let session =
         Session::new(req.id.clone(), caller.user.clone(), req.pool.clone(), now, req.idempotency_key.clone());
     let mut actions = vec![Action::CreateSession(Box::new(session))];
-    if let Some(place) = place(state, &req.pool, &req.id, 0) {
+    if let Some(place) = place(state, &req.pool, &req.id) {
         actions.push(place);
     }
     Ok(RequestDecision::Create(actions))
 }
 
 /// Where a session waiting in `pool` can go now, if anywhere: a warm workstation, a starting
-/// one nobody waits on, or a new one when the pool is below its maximum. `offset` counts the
-/// workstations already named earlier in the same batch. Queued sessions go first: a new
-/// request is placed only when nobody queues ahead of it.
-pub(super) fn place(state: &State, pool: &PoolName, session: &SessionId, offset: u64) -> Option<Action> {
+/// one nobody waits on, or a new one when the pool is below its maximum. Queued sessions go
+/// first: a new request is placed only when nobody queues ahead of it.
+pub(super) fn place(state: &State, pool: &PoolName, session: &SessionId) -> Option<Action> {
     let queue = state.queue(pool);
     let ahead = queue.iter().take_while(|id| *id != session).count();
     if ahead > 0 {
@@ -105,10 +104,9 @@ pub(super) fn place(state: &State, pool: &PoolName, session: &SessionId, offset:
     }
     let spec = state.pool(pool)?;
     if state.counts(pool).total() < spec.capacity.max {
-        let (workstation, seq) = state.workstation_name(pool, offset);
         return Some(Action::StartWorkstation {
-            workstation,
-            seq,
+            workstation: State::session_workstation_name(session),
+            seq: 0,
             pool: pool.clone(),
             session: Some(session.clone()),
         });

@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 use super::{PoolName, SessionId, UserId, WorkstationId};
 
 /// Where a session is in its life. `Ended` and `Failed` are terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 pub enum SessionPhase {
     /// Waiting for capacity in a full pool.
     Queued,
@@ -52,7 +52,7 @@ impl SessionPhase {
 }
 
 /// Why a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 pub enum EndReason {
     /// The user ended it.
     UserEnded,
@@ -103,6 +103,9 @@ pub struct Session {
     pub ready_at: Option<Timestamp>,
     /// Last keepalive or desktop traffic (starts at Ready).
     pub last_activity: Option<Timestamp>,
+    /// When its last desktop connection dropped, while none is open (the gateway reports it;
+    /// activity clears it). After the pool's `reconnectGrace` the session counts as idle.
+    pub disconnected_at: Option<Timestamp>,
     /// Pending warning of a forced end.
     pub warning: Option<Warning>,
     /// When it ended.
@@ -133,6 +136,7 @@ impl Session {
             workstation: None,
             ready_at: None,
             last_activity: None,
+            disconnected_at: None,
             warning: None,
             ended_at: None,
             end_reason: None,

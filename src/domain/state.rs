@@ -7,8 +7,11 @@ use jiff::Timestamp;
 
 use super::{
     PoolName, PoolSpec, Session, SessionId, SessionPhase, UserId, Workstation, WorkstationId,
-    WorkstationPhase,
+    WorkstationPhase, memory::PoolMemory,
 };
+
+/// The memory of a pool that has none yet.
+static NO_MEMORY: PoolMemory = PoolMemory::EMPTY;
 
 /// Pools, sessions (live and retained ended ones) and workstations.
 #[derive(Debug, Clone, Default)]
@@ -26,6 +29,8 @@ pub struct State {
     pub(super) ended: VecDeque<(Timestamp, SessionId)>,
     /// Next number for generated workstation names.
     pub(super) next_workstation: u64,
+    /// Recent arrivals, start and hold durations and the warm target in force, per pool.
+    pub(super) memory: BTreeMap<PoolName, PoolMemory>,
 }
 
 /// How a pool's workstations are used right now.
@@ -67,6 +72,39 @@ impl State {
         state
     }
 
+    /// Restores a session read back from storage (cluster mode), keeping the indexes right.
+    /// Queued sessions join their pool's queue in the order they are inserted: insert in
+    /// request order.
+    pub fn restore_session(&mut self, session: Session) {
+        let key = (session.user.clone(), session.pool.clone());
+        if session.phase.is_live() {
+            self.live.insert(key, session.id.clone());
+        }
+        if let Some(k) = &session.idempotency_key {
+            self.idempotency.insert((session.user.clone(), k.clone()), session.id.clone());
+        }
+        if session.phase == SessionPhase::Queued {
+            self.queues.entry(session.pool.clone()).or_default().push(session.id.clone());
+        }
+        if session.phase.is_terminal() {
+            // Kept sorted by end time: retention forgets from the front.
+            let at = session.ended_at.unwrap_or(session.requested_at);
+            let i = self.ended.partition_point(|(t, _)| *t <= at);
+            self.ended.insert(i, (at, session.id.clone()));
+        }
+        self.sessions.insert(session.id.clone(), session);
+    }
+
+    /// Restores a workstation read back from storage (cluster mode).
+    pub fn restore_workstation(&mut self, workstation: Workstation) {
+        self.workstations.insert(workstation.id.clone(), workstation);
+    }
+
+    /// Makes generated workstation names start at `next` or later.
+    pub fn reserve_workstation_numbers(&mut self, next: u64) {
+        self.next_workstation = self.next_workstation.max(next);
+    }
+
     /// A pool by name.
     pub fn pool(&self, name: &PoolName) -> Option<&PoolSpec> {
         self.pools.get(name)
@@ -75,6 +113,11 @@ impl State {
     /// All pools, by name.
     pub fn pools(&self) -> impl Iterator<Item = &PoolSpec> {
         self.pools.values()
+    }
+
+    /// What the broker remembers of a pool's recent past (empty for a new pool).
+    pub fn memory(&self, pool: &PoolName) -> &PoolMemory {
+        self.memory.get(pool).unwrap_or(&NO_MEMORY)
     }
 
     /// A session by name.
@@ -163,6 +206,12 @@ impl State {
         self.pool_workstations(pool)
             .filter(|w| w.phase == WorkstationPhase::Starting && w.session.is_none())
             .min_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)))
+    }
+
+    /// The name of a workstation started for one session. Derived from the session, so that two
+    /// allocators racing (in cluster mode) create the same object, and the second create fails.
+    pub fn session_workstation_name(session: &SessionId) -> WorkstationId {
+        WorkstationId(format!("ws-{session}"))
     }
 
     /// The name the next generated workstation of `pool` gets, `offset` names ahead.

@@ -5,7 +5,7 @@
 use std::{
     collections::BTreeSet,
     sync::{
-        Arc, Mutex, MutexGuard,
+        Arc, Mutex, MutexGuard, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
 };
@@ -14,7 +14,10 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use tokio::sync::{Notify, broadcast};
 
-use super::{CreateSession, Created, PoolView, ServiceError, SessionEvent, SessionService, SessionView};
+use super::{
+    ConnectLinks, ConnectTarget, CreateSession, Created, PoolView, ServiceError, SessionEvent, SessionService,
+    SessionView,
+};
 use crate::{
     backend::{Backend, StartRequest},
     clock::Clock,
@@ -54,6 +57,8 @@ pub struct Engine {
     kick: Notify,
     policy: EnginePolicy,
     ready: AtomicBool,
+    /// Builds owners' connect URLs (the gateway's ticketed links); none: no connect URLs.
+    links: OnceLock<Arc<dyn ConnectLinks>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -85,7 +90,18 @@ impl Engine {
             kick: Notify::new(),
             policy,
             ready: AtomicBool::new(false),
+            links: OnceLock::new(),
         })
+    }
+
+    /// Sets who builds connect URLs (once; later calls are ignored).
+    pub fn set_connect_links(&self, links: Arc<dyn ConnectLinks>) {
+        let _ = self.links.set(links);
+    }
+
+    /// `session` as `caller` sees it (a connect URL for the owner of a Ready session).
+    fn view(&self, state: &State, session: &Session, caller: &Caller) -> SessionView {
+        SessionView::for_viewer(state, session, caller, self.links.get().map(|l| l.as_ref()))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -238,7 +254,7 @@ impl SessionService for Engine {
                 (new.id, true)
             }
         };
-        let session = SessionView::of(&state, state.session(&id).expect("just decided"));
+        let session = self.view(&state, state.session(&id).expect("just decided"), caller);
         drop(state);
         if created {
             // The warm buffer may need a refill.
@@ -252,7 +268,7 @@ impl SessionService for Engine {
         let mut views: Vec<_> = state
             .sessions()
             .filter(|s| caller.admin || s.user == caller.user)
-            .map(|s| SessionView::of(&state, s))
+            .map(|s| self.view(&state, s, caller))
             .collect();
         views.sort_by(|a, b| b.requested_at.cmp(&a.requested_at).then_with(|| a.id.cmp(&b.id)));
         Ok(views)
@@ -261,7 +277,7 @@ impl SessionService for Engine {
     async fn get(&self, caller: &Caller, id: &SessionId) -> Result<SessionView, ServiceError> {
         let state = self.lock();
         let session = Self::visible(&state, caller, id)?;
-        Ok(SessionView::of(&state, session))
+        Ok(self.view(&state, session, caller))
     }
 
     async fn end(&self, caller: &Caller, id: &SessionId) -> Result<SessionView, ServiceError> {
@@ -278,7 +294,7 @@ impl SessionService for Engine {
             self.commit(&mut state, &actions, now);
             self.kick.notify_one();
         }
-        Ok(SessionView::of(&state, state.session(id).expect("visible above")))
+        Ok(self.view(&state, state.session(id).expect("visible above"), caller))
     }
 
     async fn keepalive(&self, caller: &Caller, id: &SessionId) -> Result<SessionView, ServiceError> {
@@ -289,7 +305,7 @@ impl SessionService for Engine {
             return Err(ServiceError::SessionEnded(id.clone()));
         }
         self.commit(&mut state, &[Action::Touch { session: id.clone() }], now);
-        Ok(SessionView::of(&state, state.session(id).expect("visible above")))
+        Ok(self.view(&state, state.session(id).expect("visible above"), caller))
     }
 
     async fn watch(
@@ -301,7 +317,7 @@ impl SessionService for Engine {
         let rx = self.events.subscribe();
         let state = self.lock();
         let session = Self::visible(&state, caller, id)?;
-        Ok((SessionView::of(&state, session), rx))
+        Ok((self.view(&state, session, caller), rx))
     }
 
     async fn pools(&self, caller: &Caller) -> Result<Vec<PoolView>, ServiceError> {
@@ -349,5 +365,31 @@ impl SessionService for Engine {
 
     fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    async fn connect_target(&self, id: &SessionId) -> Result<ConnectTarget, ServiceError> {
+        let state = self.lock();
+        let session = state.session(id).ok_or_else(|| ServiceError::SessionNotFound(id.clone()))?;
+        let endpoint = session
+            .workstation
+            .as_ref()
+            .and_then(|w| state.workstation(w))
+            .and_then(|w| w.endpoint.clone());
+        Ok(ConnectTarget { user: session.user.clone(), phase: session.phase, endpoint })
+    }
+
+    async fn record_activity(&self, id: &SessionId) -> Result<(), ServiceError> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let session = state.session(id).ok_or_else(|| ServiceError::SessionNotFound(id.clone()))?;
+        if !session.phase.is_live() {
+            return Err(ServiceError::SessionEnded(id.clone()));
+        }
+        self.commit(&mut state, &[Action::Touch { session: id.clone() }], now);
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
+        self.events.subscribe()
     }
 }

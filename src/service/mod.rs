@@ -14,7 +14,9 @@ use tokio::sync::broadcast;
 
 pub use views::{Availability, PoolView, SessionView};
 
-use crate::domain::{Caller, FieldError, PoolName, PoolSpec, RequestError, SessionId};
+use crate::domain::{
+    Caller, Endpoint, FieldError, PoolName, PoolSpec, RequestError, SessionId, SessionPhase, UserId,
+};
 
 /// A create request from the API.
 #[derive(Debug, Clone)]
@@ -67,6 +69,24 @@ pub struct SessionEvent {
     pub session: Arc<SessionView>,
 }
 
+/// What the gateway needs to reach a session's desktop: its owner, phase and endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectTarget {
+    /// The session's owner.
+    pub user: UserId,
+    /// Its phase now.
+    pub phase: SessionPhase,
+    /// Where its workstation's desktop listens (once Ready).
+    pub endpoint: Option<Endpoint>,
+}
+
+/// Builds the URL a session's owner opens to reach the desktop (the gateway's link, with a
+/// fresh single-use ticket bound to the session and the user).
+pub trait ConnectLinks: Send + Sync + 'static {
+    /// The connect URL of `session` for `user`; `entry_path` is the pool's `connect.path`.
+    fn connect_url(&self, session: &SessionId, user: &UserId, entry_path: &str) -> String;
+}
+
 /// Everything the API can ask of the broker. Handlers call this and never a backend.
 #[async_trait]
 pub trait SessionService: Send + Sync + 'static {
@@ -94,4 +114,10 @@ pub trait SessionService: Send + Sync + 'static {
     async fn delete_pool(&self, caller: &Caller, name: &PoolName) -> Result<(), ServiceError>;
     /// Whether the service can take requests (caches synced, backend up).
     fn ready(&self) -> bool;
+    /// The gateway's view of a session, whoever asks (the gateway authorises by its own grant).
+    async fn connect_target(&self, id: &SessionId) -> Result<ConnectTarget, ServiceError>;
+    /// Records desktop traffic as activity on a Ready session (the gateway coalesces calls).
+    async fn record_activity(&self, id: &SessionId) -> Result<(), ServiceError>;
+    /// Every later change to any session (the gateway closes connections of ended sessions).
+    fn subscribe(&self) -> broadcast::Receiver<SessionEvent>;
 }

@@ -5,8 +5,9 @@ use jiff::Timestamp;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::ConnectLinks;
 use crate::domain::{
-    Capacity, EndReason, PoolCounts, PoolSpec, Session, SessionLimits, SessionPhase, State, Warning,
+    Caller, Capacity, EndReason, PoolCounts, PoolSpec, Session, SessionLimits, SessionPhase, State, Warning,
 };
 
 /// A session as the API shows it.
@@ -45,7 +46,8 @@ pub struct SessionView {
     /// Why it ended (also set while Ending).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end_reason: Option<EndReason>,
-    /// Where the desktop is, once Ready.
+    /// The gateway link to the desktop, `<publicUrl>/connect/<id>/…?ticket=…`: shown to the
+    /// owner once Ready, with a fresh single-use ticket (about 60 s) on every answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connect_url: Option<String>,
     /// Workstation name.
@@ -60,16 +62,12 @@ pub struct SessionView {
 }
 
 impl SessionView {
-    /// The view of `session` in `state`.
+    /// The view of `session` in `state`, without a connect URL (as published to event streams).
     pub fn of(state: &State, session: &Session) -> Self {
         let ws = session.workstation.as_ref().and_then(|w| state.workstation(w));
-        let connect_url = match (session.phase, ws.and_then(|w| w.endpoint.as_ref())) {
-            (SessionPhase::Ready, Some(ep)) => {
-                let path = state.pool(&session.pool).map(|p| p.connect.path.as_str()).unwrap_or("/");
-                Some(format!("http://{}:{}{}", ep.host, ep.port, path))
-            }
-            _ => None,
-        };
+        // Workstations are never exposed: the only way in is the gateway's ticketed link, which
+        // `for_viewer` adds for the session's owner.
+        let connect_url = None;
         Self {
             id: session.id.to_string(),
             user: session.user.to_string(),
@@ -87,6 +85,27 @@ impl SessionView {
             node: ws.and_then(|w| w.node.clone()),
             message: session.message.clone(),
         }
+    }
+}
+
+impl SessionView {
+    /// The view of `session` as `viewer` sees it: with a connect URL (a fresh ticket bound to the
+    /// session and its owner) when the session is Ready and `viewer` owns it. Admins looking at
+    /// someone else's session get no link into that desktop.
+    pub fn for_viewer(
+        state: &State,
+        session: &Session,
+        viewer: &Caller,
+        links: Option<&dyn ConnectLinks>,
+    ) -> Self {
+        let mut view = Self::of(state, session);
+        let ws = session.workstation.as_ref().and_then(|w| state.workstation(w));
+        let reachable = session.phase == SessionPhase::Ready && ws.is_some_and(|w| w.endpoint.is_some());
+        if let Some(links) = links.filter(|_| reachable && viewer.user == session.user) {
+            let path = state.pool(&session.pool).map(|p| p.connect.path.as_str()).unwrap_or("/");
+            view.connect_url = Some(links.connect_url(&session.id, &session.user, path));
+        }
+        view
     }
 }
 

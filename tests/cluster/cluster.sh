@@ -25,7 +25,7 @@ set -Eeuo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
-# shellcheck source=tests/cluster/versions.env
+# shellcheck source-path=SCRIPTDIR source=versions.env
 . "$HERE/versions.env"
 
 CACHE_ROOT="${CADBROKER_CACHE:-$HOME/.cache/cadbroker}"
@@ -162,7 +162,9 @@ KWOK_WORKDIR_PATH="$STATE/kwok"
 CLUSTER_NAME=cadbroker
 CLUSTER_DIR="$KWOK_WORKDIR_PATH/clusters/$CLUSTER_NAME"
 
-kwokctl() { KWOK_WORKDIR="$KWOK_WORKDIR_PATH" "$BIN/kwokctl" "$@"; }
+# 3>&- 4>&-: the cluster processes kwokctl leaves running must not inherit the script's saved
+# stdout/stderr, or `cluster.sh up | tee log` would never see EOF.
+kwokctl() { KWOK_WORKDIR="$KWOK_WORKDIR_PATH" "$BIN/kwokctl" "$@" 3>&- 4>&-; }
 kctl() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
 is_up() {
@@ -213,6 +215,12 @@ options:
   cacheDir: $KWOK_WORKDIR_PATH/cache
   disableQPSLimits: true
 componentsPatches:
+- name: etcd
+  extraArgs:
+  # Throwaway test data: skip fsync (as controller-runtime's envtest does); slow CI disks
+  # otherwise make every write, and so every test, wait on the disk.
+  - key: unsafe-no-fsync
+    value: "true"
 - name: kube-apiserver
   extraArgs:
   # Loopback only. Left alone, the apiserver advertises the host's default-route address.

@@ -1,0 +1,89 @@
+//! `CapacityPool`: an admin's definition of one kind of workstation and its limits. Its fields
+//! reuse the domain's pool types, so the config file, the admin API and the cluster agree.
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Access, Capacity, ConnectSpec, SessionLimits};
+
+/// A pool of GPU workstations drafters can request from.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "cadbroker.io",
+    version = "v1alpha1",
+    kind = "CapacityPool",
+    namespaced,
+    status = "CapacityPoolStatus",
+    shortname = "cpool",
+    category = "cadbroker",
+    doc = "A pool of GPU workstations: pod template, size limits, warm buffer, access and session limits.",
+    printcolumn(name = "Min", type_ = "integer", json_path = ".spec.capacity.min"),
+    printcolumn(name = "Max", type_ = "integer", json_path = ".spec.capacity.max"),
+    printcolumn(name = "Warm", type_ = "integer", json_path = ".status.warm"),
+    printcolumn(name = "InUse", type_ = "integer", json_path = ".status.inUse"),
+    printcolumn(name = "Queued", type_ = "integer", json_path = ".status.queued"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.spec.capacity.warm <= self.spec.capacity.max").message("capacity.warm must not exceed capacity.max"),
+    validation = Rule::new("self.spec.capacity.min <= self.spec.capacity.max").message("capacity.min must not exceed capacity.max"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CapacityPoolSpec {
+    /// Name shown to drafters.
+    #[serde(default)]
+    pub display_name: String,
+    /// One or two sentences for the portal.
+    #[serde(default)]
+    pub description: String,
+    /// GPU model the workstations need (the `nvidia.com/gpu.product` node label), if pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_model: Option<String>,
+    /// Size limits and warm buffer.
+    pub capacity: Capacity,
+    /// Who may request workstations (admins always may).
+    #[serde(default)]
+    pub access: Access,
+    /// Idle and lifetime limits of a session.
+    #[serde(default)]
+    pub limits: SessionLimits,
+    /// Where the desktop listens inside a workstation pod.
+    #[serde(default)]
+    pub connect: ConnectSpec,
+    /// The workstation pod: image, resources (`nvidia.com/gpu` or a MIG resource), node
+    /// selector, tolerations, runtime class, env, volumes. cadbroker adds its labels, an owner
+    /// reference, disables the service-account token and applies a restricted security context
+    /// where the template leaves it open.
+    #[schemars(schema_with = "preserve_unknown")]
+    pub template: PodTemplateSpec,
+}
+
+/// How the pool is used right now, written by the leader.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CapacityPoolStatus {
+    /// Ready, unclaimed workstations.
+    #[serde(default)]
+    pub warm: u32,
+    /// Workstations starting.
+    #[serde(default)]
+    pub starting: u32,
+    /// Workstations held by sessions.
+    #[serde(default)]
+    pub in_use: u32,
+    /// Sessions waiting in the queue.
+    #[serde(default)]
+    pub queued: u32,
+    /// Why the warm buffer has its size now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_warm_reason: Option<String>,
+}
+
+/// The pod template schema is the largest part of the CRD; the API server validates pods
+/// when they are created, so the CRD keeps the template's fields as given.
+fn preserve_unknown(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "description": "A PodTemplateSpec (metadata and spec), validated by the API server when workstation pods are created.",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}

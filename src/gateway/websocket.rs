@@ -1,0 +1,431 @@
+//! WebSocket through the gateway: the (already authorised) upgrade request is forwarded to the
+//! workstation over a fresh HTTP/1.1 connection; when it answers 101, the same 101 goes to the
+//! client and both upgraded connections are joined by a byte relay (STYLE.md pattern 11). No
+//! frame is decoded or re-encoded: messages, binary and large frames, pings and close frames
+//! pass as they are, so the desktop and the browser run the WebSocket protocol end to end.
+//!
+//! The relay copies each direction with its own buffer, writing everything it read before
+//! reading again, so a slow reader holds the other side back (TCP backpressure) instead of
+//! filling memory. Buffers grow from 4 KiB to 64 KiB while data streams and shrink when it
+//! stops; the workstation side holds no buffer at all while idle. A frame-boundary tracker per
+//! direction lets the gateway end a connection cleanly: when the session ends (close code 1000)
+//! or the broker stops (1012, "service restart": reconnect), each side gets a close frame if
+//! the stream to it is between frames, then the connection is shut down.
+
+use std::{io, sync::Arc, time::Duration};
+
+use axum::{
+    body::Body,
+    extract::Request,
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    response::Response,
+};
+use http_body_util::Empty;
+use hyper::{
+    body::Bytes,
+    upgrade::{OnUpgrade, Upgraded},
+};
+use hyper_util::rt::TokioIo;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::{TcpStream, tcp::OwnedReadHalf},
+};
+
+use super::{
+    Gateway,
+    access::Access,
+    proxy::{self, CONNECT_TIMEOUT},
+    registry::ConnectionGuard,
+};
+use crate::http::error::ApiError;
+
+/// Smallest and largest relay buffer.
+const MIN_BUFFER: usize = 4 * 1024;
+const MAX_BUFFER: usize = 64 * 1024;
+/// How long the workstation may take to answer the upgrade.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long closing may take (close frames out, peers' close replies in).
+const CLOSE_TIMEOUT: Duration = Duration::from_millis(800);
+/// Close code and reason when the session ended (normal closure: do not reconnect).
+const SESSION_ENDED: (u16, &str) = (1000, "session ended");
+/// Close code and reason when the broker stops (service restart: reconnect).
+const BROKER_STOPPING: (u16, &str) = (1012, "broker restarting");
+/// Close code towards the workstation when the gateway ends the connection (going away).
+const GOING_AWAY: u16 = 1001;
+
+/// Whether the request asks for a WebSocket (`Connection: upgrade` and `Upgrade: websocket`).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    has_token(header::CONNECTION, "upgrade") && has_token(header::UPGRADE, "websocket")
+}
+
+/// Forwards an authorised upgrade; on the workstation's 101 answers 101 and starts the relay.
+pub async fn forward(
+    gateway: Arc<Gateway>,
+    access: Access,
+    guard: ConnectionGuard,
+    mut req: Request,
+    path_and_query: String,
+) -> Result<Response, ApiError> {
+    let session = guard.session.clone();
+    let Some(client_upgrade) = req.extensions_mut().remove::<OnUpgrade>() else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "upgrade_unsupported",
+            "WebSocket needs an HTTP/1.1 upgrade request.",
+        ));
+    };
+    let mut upstream = axum::http::Request::new(Empty::<Bytes>::new());
+    *upstream.method_mut() = Method::GET;
+    *upstream.uri_mut() = path_and_query
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", "The request path is not valid."))?;
+    let mut headers = proxy::upstream_headers(&gateway, std::mem::take(req.headers_mut()), &session, &access.endpoint);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    *upstream.headers_mut() = headers;
+    let handshake = async {
+        let addr = (access.endpoint.host.as_str(), access.endpoint.port);
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+        tcp.set_nodelay(true)?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(io::Error::other)?;
+        // Drives the connection until it is upgraded (or the answer was not 101).
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        sender.send_request(upstream).await.map_err(io::Error::other)
+    };
+    let mut answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .map_err(|_| proxy::upstream_unavailable(&session, "upgrade timed out"))?
+        .map_err(|e| proxy::upstream_unavailable(&session, e))?;
+    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // The desktop refused the upgrade: pass its own answer on.
+        let (mut parts, body) = answer.into_parts();
+        proxy::downstream_headers(&mut parts.headers, &session, &access.endpoint);
+        return Ok(Response::from_parts(parts, Body::new(body)));
+    }
+    let upstream_upgrade = hyper::upgrade::on(&mut answer);
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let mut headers = std::mem::take(answer.headers_mut());
+    proxy::downstream_headers(&mut headers, &session, &access.endpoint);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    *response.headers_mut() = headers;
+    let relay_gateway = gateway.clone();
+    gateway.tunnels.spawn(async move {
+        let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!(session = %guard.session, error = %e, "gateway: upgrade did not complete");
+                return;
+            }
+        };
+        tunnel(&relay_gateway, client, upstream, &guard).await;
+    });
+    Ok(response)
+}
+
+/// Joins the two upgraded connections until either side ends, the session ends or the broker stops.
+async fn tunnel(gateway: &Gateway, client: Upgraded, upstream: Upgraded, guard: &ConnectionGuard) {
+    let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
+    let client_read = Buffered(client_read);
+    // hyper hands back the raw TCP stream of its own client connection, plus whatever the
+    // desktop sent right after its 101 (a server greeting): that goes to the client first.
+    match upstream.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let (read, write) = parts.io.into_inner().into_split();
+            relay(gateway, guard, (client_read, client_write), (read, write), parts.read_buf).await;
+        }
+        Err(upstream) => {
+            let (read, write) = tokio::io::split(TokioIo::new(upstream));
+            relay(gateway, guard, (client_read, client_write), (Buffered(read), write), Bytes::new()).await;
+        }
+    }
+}
+
+async fn relay<CR: Source, CW: AsyncWrite + Unpin, UR: Source, UW: AsyncWrite + Unpin>(
+    gateway: &Gateway,
+    guard: &ConnectionGuard,
+    (mut client_read, mut client_write): (CR, CW),
+    (mut upstream_read, mut upstream_write): (UR, UW),
+    greeting: Bytes,
+) {
+    let mut to_upstream = FrameTracker::default();
+    let mut to_client = FrameTracker::default();
+    let ending = {
+        let up = pump(&mut client_read, &mut upstream_write, Bytes::new(), &mut to_upstream, guard);
+        let down = pump(&mut upstream_read, &mut client_write, greeting, &mut to_client, guard);
+        tokio::select! {
+            result = futures::future::try_join(up, down) => {
+                if let Err(e) = result {
+                    tracing::debug!(session = %guard.session, error = %e, "gateway: WebSocket relay ended");
+                }
+                None
+            }
+            () = guard.cancel.cancelled() => Some(SESSION_ENDED),
+            () = gateway.closing.cancelled() => Some(BROKER_STOPPING),
+        }
+    };
+    let Some((code, reason)) = ending else { return };
+    tracing::debug!(session = %guard.session, code, reason, "gateway: closing a WebSocket");
+    let close = async {
+        let to_client_close = async {
+            if to_client.at_boundary() {
+                let _ = client_write.write_all(&close_frame(code, reason, None)).await;
+            }
+            let _ = client_write.shutdown().await;
+            drain(&mut client_read).await;
+        };
+        let to_upstream_close = async {
+            if to_upstream.at_boundary() {
+                let _ = upstream_write.write_all(&close_frame(GOING_AWAY, "", Some(mask()))).await;
+            }
+            let _ = upstream_write.shutdown().await;
+            drain(&mut upstream_read).await;
+        };
+        tokio::join!(to_client_close, to_upstream_close);
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+}
+
+/// Copies `from` to `to` until `from` ends (then shuts `to`'s write side) or an error.
+async fn pump<S: Source, W: AsyncWrite + Unpin>(
+    from: &mut S,
+    to: &mut W,
+    first: Bytes,
+    frames: &mut FrameTracker,
+    guard: &ConnectionGuard,
+) -> io::Result<()> {
+    write_tracked(to, &first, frames).await?;
+    let mut size = MIN_BUFFER;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = from.read_some(&mut buf, size).await?;
+        if n == 0 {
+            to.shutdown().await?;
+            return Ok(());
+        }
+        guard.activity.touch();
+        write_tracked(to, &buf[..n], frames).await?;
+        to.flush().await?;
+        // Grow while reads fill the buffer; fall back to the small one when the stream pauses.
+        if n >= size {
+            size = (size * 2).min(MAX_BUFFER);
+        } else if n < MIN_BUFFER {
+            size = MIN_BUFFER;
+        }
+        if S::RELEASE_WHEN_IDLE || buf.capacity() > size {
+            buf = Vec::new();
+        }
+    }
+}
+
+/// Writes all of `data`, feeding the tracker exactly what was written (so that after a
+/// cancellation it knows where the peer's stream stands).
+async fn write_tracked<W: AsyncWrite + Unpin>(to: &mut W, mut data: &[u8], frames: &mut FrameTracker) -> io::Result<()> {
+    while !data.is_empty() {
+        let n = to.write(data).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        frames.feed(&data[..n]);
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+/// Reads (and drops) what a closing peer still sends, such as its close reply, until it closes.
+async fn drain<S: Source>(from: &mut S) {
+    let mut buf = Vec::new();
+    for _ in 0..64 {
+        buf.clear();
+        if !matches!(from.read_some(&mut buf, MIN_BUFFER).await, Ok(n) if n > 0) {
+            return;
+        }
+    }
+}
+
+/// Where a relay direction reads from.
+trait Source: Send {
+    /// Whether the buffer can be dropped between reads (the source waits without one).
+    const RELEASE_WHEN_IDLE: bool;
+    /// Waits for data and appends up to `size` bytes to `buf`; 0 at the end of the stream.
+    fn read_some(&mut self, buf: &mut Vec<u8>, size: usize) -> impl Future<Output = io::Result<usize>> + Send;
+}
+
+/// A TCP read half: waits for readiness first, so no buffer is held while the desktop is idle.
+impl Source for OwnedReadHalf {
+    const RELEASE_WHEN_IDLE: bool = true;
+
+    async fn read_some(&mut self, buf: &mut Vec<u8>, size: usize) -> io::Result<usize> {
+        loop {
+            self.readable().await?;
+            buf.reserve(size);
+            match self.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return result,
+            }
+        }
+    }
+}
+
+/// Any other reader: reads into a buffer of the current size (held while waiting).
+struct Buffered<R>(R);
+
+impl<R: AsyncRead + Unpin + Send> Source for Buffered<R> {
+    const RELEASE_WHEN_IDLE: bool = false;
+
+    async fn read_some(&mut self, buf: &mut Vec<u8>, size: usize) -> io::Result<usize> {
+        buf.reserve(size);
+        let mut limited = (&mut self.0).take(size as u64);
+        limited.read_buf(buf).await
+    }
+}
+
+/// Follows WebSocket framing (RFC 6455 §5.2) on one direction's bytes, to know whether the
+/// peer's stream is between two frames.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FrameTracker {
+    header: [u8; 14],
+    have: usize,
+    need: usize,
+    remaining: u64,
+}
+
+impl FrameTracker {
+    /// Follows `data`, the next bytes of the stream.
+    pub(crate) fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let k = usize::try_from(self.remaining).unwrap_or(usize::MAX).min(data.len());
+                self.remaining -= k as u64;
+                data = &data[k..];
+                continue;
+            }
+            self.header[self.have] = data[0];
+            self.have += 1;
+            data = &data[1..];
+            if self.have == 2 {
+                let masked = self.header[1] & 0x80 != 0;
+                let extended = match self.header[1] & 0x7f {
+                    126 => 2,
+                    127 => 8,
+                    _ => 0,
+                };
+                self.need = 2 + extended + if masked { 4 } else { 0 };
+            }
+            if self.have >= 2 && self.have == self.need {
+                self.remaining = match self.header[1] & 0x7f {
+                    126 => u64::from(u16::from_be_bytes([self.header[2], self.header[3]])),
+                    127 => u64::from_be_bytes(self.header[2..10].try_into().expect("8 bytes")),
+                    len => u64::from(len),
+                };
+                self.have = 0;
+                self.need = 0;
+            }
+        }
+    }
+
+    /// Whether the stream is between frames.
+    pub(crate) fn at_boundary(&self) -> bool {
+        self.have == 0 && self.remaining == 0
+    }
+}
+
+/// A close frame with `code` and `reason`; masked with `mask` when sent as a client (to the
+/// workstation), unmasked as a server (to the browser).
+pub(crate) fn close_frame(code: u16, reason: &str, mask: Option<[u8; 4]>) -> Vec<u8> {
+    let reason = &reason.as_bytes()[..reason.len().min(123)];
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason);
+    let mut frame = vec![0x88, payload.len() as u8];
+    if let Some(mask) = mask {
+        frame[1] |= 0x80;
+        frame.extend_from_slice(&mask);
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= mask[i % 4];
+        }
+    }
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+fn mask() -> [u8; 4] {
+    let mut mask = [0u8; 4];
+    // Masking keys must be unpredictable (RFC 6455 §5.3); a failed draw still yields a valid frame.
+    let _ = aws_lc_rs::rand::fill(&mut mask);
+    mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(len: usize, masked: bool) -> Vec<u8> {
+        let mut f = vec![0x82];
+        let m = if masked { 0x80 } else { 0 };
+        match len {
+            0..=125 => f.push(m | len as u8),
+            126..=0xffff => {
+                f.push(m | 126);
+                f.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                f.push(m | 127);
+                f.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        if masked {
+            f.extend_from_slice(&[1, 2, 3, 4]);
+        }
+        f.extend(std::iter::repeat_n(7u8, len));
+        f
+    }
+
+    #[test]
+    fn the_tracker_knows_frame_boundaries_in_any_chunking() {
+        let stream: Vec<u8> =
+            [frame(5, false), frame(300, true), frame(70_000, false), frame(0, true)].concat();
+        let boundaries = [0, 7, 7 + 308, 7 + 308 + 70_010, stream.len()];
+        for chunk in [1, 3, 7, 1000, stream.len()] {
+            let mut t = FrameTracker::default();
+            let mut at = 0;
+            for piece in stream.chunks(chunk) {
+                t.feed(piece);
+                at += piece.len();
+                assert_eq!(t.at_boundary(), boundaries.contains(&at), "chunk {chunk} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn close_frames_are_well_formed() {
+        assert_eq!(close_frame(1000, "bye", None), [0x88, 5, 0x03, 0xe8, b'b', b'y', b'e']);
+        let masked = close_frame(1001, "", Some([1, 2, 3, 4]));
+        assert_eq!(masked, [0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe9 ^ 2]);
+        assert_eq!(close_frame(1000, &"x".repeat(200), None).len(), 2 + 125);
+    }
+
+    #[test]
+    fn upgrades_are_recognised_by_their_tokens() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        assert!(is_upgrade(&h));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        assert!(!is_upgrade(&h));
+    }
+}

@@ -1,0 +1,10 @@
+//! The Kubernetes backend (cluster mode): pools are CapacityPool objects, sessions are
+//! WorkstationSession objects, workstations are pods. Nothing is stored anywhere else: every
+//! allocator pass rebuilds the domain state from the watch caches (`restore`), lets the domain
+//! decide, and writes the difference (`plan`). Every replica serves the API; only the holder
+//! of the Lease allocates.
+
+pub mod labels;
+pub mod plan;
+pub mod pod;
+pub mod restore;

@@ -1,0 +1,188 @@
+//! Pure diff of the desired domain state against the cluster: the writes that make the cluster
+//! match. Pod writes come first and carry what they guard: a session's status is written only
+//! if the pod write it depends on succeeded (a claim is a compare-and-swap on the pod's
+//! resourceVersion, so two allocators can never hand one pod to two sessions).
+
+use std::collections::{BTreeMap, HashMap};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+
+use super::{
+    labels,
+    pod::{Owner, PodInput, build_workstation_pod},
+    restore::Snapshot,
+};
+use crate::{
+    crd::{CapacityPoolStatus, WorkstationSessionStatus},
+    domain::{Session, SessionPhase, State, WorkstationPhase},
+};
+
+/// One write to the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Create a workstation pod.
+    CreatePod { pod: Box<Pod> },
+    /// Label a pod for a session and make the session its owner, if its resourceVersion is still
+    /// `resource_version`.
+    ClaimPod { name: String, session: String, owner: Owner, resource_version: String },
+    /// Delete a pod (if its uid is still `uid`).
+    DeletePod { name: String, uid: String },
+    /// Replace a session's status; skipped when the pod write named in `after` failed.
+    SessionStatus { name: String, status: Box<WorkstationSessionStatus>, after: Option<String> },
+    /// Delete a session object (retention passed, or a duplicate request).
+    DeleteSession { name: String },
+    /// Replace a pool's status.
+    PoolStatus { name: String, status: CapacityPoolStatus },
+}
+
+impl PartialEq for Owner {
+    fn eq(&self, other: &Self) -> bool {
+        (self.kind, &self.name, &self.uid) == (other.kind, &other.name, &other.uid)
+    }
+}
+
+fn rfc3339(t: Option<Timestamp>) -> Option<String> {
+    t.map(|t| t.to_string())
+}
+
+/// The status a session should show.
+pub fn session_status(state: &State, s: &Session) -> WorkstationSessionStatus {
+    let ws = s.workstation.as_ref().and_then(|w| state.workstation(w));
+    WorkstationSessionStatus {
+        phase: Some(s.phase),
+        pod: s.workstation.as_ref().map(ToString::to_string),
+        node: ws.and_then(|w| w.node.clone()),
+        queue_position: state.queue_position(s).map(|p| p as u32),
+        ready_at: rfc3339(s.ready_at),
+        last_activity: rfc3339(s.last_activity),
+        warning: s.warning,
+        ended_at: rfc3339(s.ended_at),
+        end_reason: s.end_reason,
+        message: s.message.clone(),
+    }
+}
+
+/// Everything to write so that the cluster matches `desired`. `duplicates` are session objects
+/// to delete because they repeat a live session.
+pub fn plan(desired: &State, snapshot: &Snapshot, namespace: &str, duplicates: &[String], now: Timestamp) -> Vec<Write> {
+    let pods: HashMap<&str, &Pod> =
+        snapshot.pods.iter().filter_map(|p| Some((p.metadata.name.as_deref()?, p.as_ref()))).collect();
+    let session_uids: HashMap<&str, &str> = snapshot
+        .sessions
+        .iter()
+        .filter_map(|s| Some((s.metadata.name.as_deref()?, s.metadata.uid.as_deref()?)))
+        .collect();
+    let pools: HashMap<&str, &crate::crd::CapacityPool> =
+        snapshot.pools.iter().filter_map(|p| Some((p.metadata.name.as_deref()?, p.as_ref()))).collect();
+    let mut writes = Vec::new();
+    let mut pod_write_for: BTreeMap<String, String> = BTreeMap::new();
+    let mut deleting: Vec<String> = Vec::new();
+    for ws in desired.workstations() {
+        let name = ws.id.to_string();
+        match pods.get(name.as_str()) {
+            None if ws.phase != WorkstationPhase::Stopping => {
+                let Some(pool) = pools.get(ws.pool.as_str()) else { continue };
+                let owner = match &ws.session {
+                    Some(s) => match session_uids.get(s.as_str()) {
+                        Some(uid) => Owner { kind: "WorkstationSession", name: s.to_string(), uid: uid.to_string() },
+                        None => continue,
+                    },
+                    None => Owner {
+                        kind: "CapacityPool",
+                        name: ws.pool.to_string(),
+                        uid: pool.metadata.uid.clone().unwrap_or_default(),
+                    },
+                };
+                let pod = build_workstation_pod(&PodInput {
+                    name: &name,
+                    namespace,
+                    pool: ws.pool.as_str(),
+                    template: &pool.spec.template,
+                    gpu_model: pool.spec.gpu_model.as_deref(),
+                    session: ws.session.as_ref().map(|s| s.as_str()),
+                    owner: &owner,
+                });
+                if let Some(s) = &ws.session {
+                    pod_write_for.insert(s.to_string(), name.clone());
+                }
+                writes.push(Write::CreatePod { pod: Box::new(pod) });
+            }
+            None => {}
+            Some(pod) => {
+                let labelled = pod.metadata.labels.as_ref().and_then(|l| l.get(labels::SESSION));
+                if let Some(s) = &ws.session
+                    && labelled.map(String::as_str) != Some(s.as_str())
+                    && ws.phase != WorkstationPhase::Stopping
+                    && let Some(uid) = session_uids.get(s.as_str())
+                {
+                    pod_write_for.insert(s.to_string(), name.clone());
+                    writes.push(Write::ClaimPod {
+                        name: name.clone(),
+                        session: s.to_string(),
+                        owner: Owner { kind: "WorkstationSession", name: s.to_string(), uid: uid.to_string() },
+                        resource_version: pod.metadata.resource_version.clone().unwrap_or_default(),
+                    });
+                }
+                if ws.phase == WorkstationPhase::Stopping && pod.metadata.deletion_timestamp.is_none() {
+                    deleting.push(name.clone());
+                    writes.push(Write::DeletePod { name, uid: pod.metadata.uid.clone().unwrap_or_default() });
+                }
+            }
+        }
+    }
+    plan_sessions(desired, snapshot, &pod_write_for, &deleting, now, &mut writes);
+    writes.extend(duplicates.iter().map(|name| Write::DeleteSession { name: name.clone() }));
+    plan_pools(desired, snapshot, &mut writes);
+    writes
+}
+
+fn plan_sessions(
+    desired: &State,
+    snapshot: &Snapshot,
+    pod_write_for: &BTreeMap<String, String>,
+    deleting: &[String],
+    now: Timestamp,
+    writes: &mut Vec<Write>,
+) {
+    for cr in &snapshot.sessions {
+        let Some(name) = cr.metadata.name.as_deref() else { continue };
+        let Some(session) = desired.session(&name.into()) else {
+            // Forgotten after retention (duplicates are planned by the caller).
+            if cr.status.as_ref().and_then(|s| s.phase).is_some_and(SessionPhase::is_terminal) {
+                writes.push(Write::DeleteSession { name: name.to_owned() });
+            }
+            continue;
+        };
+        let mut status = session_status(desired, session);
+        // Ending while its pod is deleted in this same pass: record the end now, one write fewer.
+        if session.phase == SessionPhase::Ending
+            && session.workstation.as_ref().is_some_and(|w| deleting.iter().any(|d| d == w.as_str()))
+        {
+            status.phase = Some(SessionPhase::Ended);
+            status.ended_at = Some(now.to_string());
+            status.queue_position = None;
+        }
+        if cr.status.as_ref() != Some(&status) {
+            let after = pod_write_for.get(name).cloned();
+            writes.push(Write::SessionStatus { name: name.to_owned(), status: Box::new(status), after });
+        }
+    }
+}
+
+fn plan_pools(desired: &State, snapshot: &Snapshot, writes: &mut Vec<Write>) {
+    for cr in &snapshot.pools {
+        let Some(name) = cr.metadata.name.as_deref() else { continue };
+        let c = desired.counts(&name.into());
+        let status = CapacityPoolStatus {
+            warm: c.warm,
+            starting: c.starting_unclaimed + c.starting_reserved,
+            in_use: c.in_use,
+            queued: c.queued,
+            desired_warm_reason: cr.status.as_ref().and_then(|s| s.desired_warm_reason.clone()),
+        };
+        if cr.status.as_ref() != Some(&status) {
+            writes.push(Write::PoolStatus { name: name.to_owned(), status });
+        }
+    }
+}

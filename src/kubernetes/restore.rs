@@ -1,0 +1,189 @@
+//! Pure translation of what the cluster holds (pools, sessions, pods) into the domain state,
+//! plus the requests the leader still has to act on. Nothing is kept between passes: every
+//! pass, and every restarted broker, starts from here.
+
+use std::{collections::HashMap, sync::Arc};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+
+use super::{labels, pod::gpus_of};
+use crate::{
+    crd::{CapacityPool, WorkstationSession},
+    domain::{
+        EndReason, Endpoint, PoolName, PoolSpec, Session, SessionId, SessionPhase, State, UserId, Workstation,
+        WorkstationId, WorkstationPhase,
+    },
+};
+
+/// Everything the watch caches hold, as one consistent-enough view.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// CapacityPool objects.
+    pub pools: Vec<Arc<CapacityPool>>,
+    /// WorkstationSession objects.
+    pub sessions: Vec<Arc<WorkstationSession>>,
+    /// Pods labelled as managed by cadbroker.
+    pub pods: Vec<Arc<Pod>>,
+}
+
+/// A session object the leader has not decided yet.
+#[derive(Debug, Clone)]
+pub struct Intent {
+    /// Session name.
+    pub id: SessionId,
+    /// User key.
+    pub user: UserId,
+    /// Pool asked for.
+    pub pool: PoolName,
+    /// When it was asked.
+    pub requested_at: Timestamp,
+    /// Idempotency-Key.
+    pub idempotency_key: Option<String>,
+}
+
+/// The domain state and the pending requests found in a snapshot.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Decided sessions, workstations and pools.
+    pub state: State,
+    /// New requests, oldest first.
+    pub intents: Vec<Intent>,
+    /// Live sessions whose end was requested through the API.
+    pub ends: Vec<(SessionId, EndReason)>,
+    /// Activity recorded by API replicas after the status's.
+    pub activity: Vec<SessionId>,
+}
+
+fn ts(s: &Option<String>) -> Option<Timestamp> {
+    s.as_deref().and_then(|s| s.parse().ok())
+}
+
+/// The domain pool of a CapacityPool object.
+pub fn pool_spec(pool: &CapacityPool) -> PoolSpec {
+    let spec = &pool.spec;
+    PoolSpec {
+        name: PoolName(pool.metadata.name.clone().unwrap_or_default()),
+        display_name: spec.display_name.clone(),
+        description: spec.description.clone(),
+        gpus_per_workstation: gpus_of(&spec.template),
+        gpu_model: spec.gpu_model.clone(),
+        capacity: spec.capacity,
+        access: spec.access.clone(),
+        limits: spec.limits,
+        connect: spec.connect.clone(),
+        // Schedules and demand tuning are not part of the v1alpha1 CapacityPool yet.
+        schedules: Vec::new(),
+        autoscale: Default::default(),
+    }
+}
+
+/// The workstation a pod stands for, or `None` for pods that are not cadbroker workstations.
+pub fn workstation_of(pod: &Pod, pools: &HashMap<String, PoolSpec>) -> Option<Workstation> {
+    let labels = pod.metadata.labels.as_ref()?;
+    let pool = labels.get(labels::POOL)?;
+    let status = pod.status.as_ref();
+    let ready = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let pod_phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    let ip = status.and_then(|s| s.pod_ip.clone());
+    let phase = if pod.metadata.deletion_timestamp.is_some() || matches!(pod_phase, "Failed" | "Succeeded") {
+        WorkstationPhase::Stopping
+    } else if pod_phase == "Running" && ready && ip.is_some() {
+        WorkstationPhase::Ready
+    } else {
+        WorkstationPhase::Starting
+    };
+    let port = pools.get(pool).map_or(6080, |p| p.connect.port);
+    let message = status.and_then(|s| s.conditions.as_ref()).and_then(|cs| {
+        cs.iter().find(|c| c.type_ == "PodScheduled" && c.status == "False").and_then(|c| c.message.clone())
+    });
+    let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH);
+    Some(Workstation {
+        id: WorkstationId(pod.metadata.name.clone()?),
+        pool: PoolName(pool.clone()),
+        phase,
+        session: labels.get(labels::SESSION).map(|s| SessionId(s.clone())),
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        endpoint: (phase == WorkstationPhase::Ready).then(|| Endpoint { host: ip.clone().unwrap_or_default(), port }),
+        created_at: created,
+        ready_at: (phase == WorkstationPhase::Ready).then_some(created),
+        message,
+    })
+}
+
+/// Reads a snapshot back into the domain.
+pub fn restore(snapshot: &Snapshot) -> Restored {
+    let pools: HashMap<String, PoolSpec> =
+        snapshot.pools.iter().map(|p| (p.metadata.name.clone().unwrap_or_default(), pool_spec(p))).collect();
+    let mut out = Restored { state: State::with_pools(pools.values().cloned()), ..Restored::default() };
+    let mut held_by: HashMap<SessionId, WorkstationId> = HashMap::new();
+    let mut max_number = 0;
+    for pod in &snapshot.pods {
+        let Some(ws) = workstation_of(pod, &pools) else { continue };
+        if let Some(n) = ws.id.as_str().rsplit("-ws-").next().and_then(|n| n.parse::<u64>().ok()) {
+            max_number = max_number.max(n);
+        }
+        if let Some(s) = &ws.session {
+            held_by.insert(s.clone(), ws.id.clone());
+        }
+        out.state.restore_workstation(ws);
+    }
+    out.state.reserve_workstation_numbers(max_number + 1);
+    let mut sessions: Vec<&WorkstationSession> = snapshot.sessions.iter().map(Arc::as_ref).collect();
+    sessions.sort_by(|a, b| (&a.spec.requested_at, &a.metadata.name).cmp(&(&b.spec.requested_at, &b.metadata.name)));
+    for cr in sessions {
+        restore_session(&mut out, cr, &held_by);
+    }
+    out
+}
+
+fn restore_session(out: &mut Restored, cr: &WorkstationSession, held_by: &HashMap<SessionId, WorkstationId>) {
+    let Some(name) = cr.metadata.name.clone() else { return };
+    let id = SessionId(name);
+    let requested_at = cr.spec.requested_at.parse().unwrap_or(Timestamp::UNIX_EPOCH);
+    let status = cr.status.clone().unwrap_or_default();
+    let pod = held_by.get(&id).cloned();
+    let phase = match (status.phase, &pod) {
+        (Some(p), _) => p,
+        // Killed between claiming or creating the pod and writing the status: the pod says.
+        (None, Some(ws)) => match out.state.workstation(ws).map(|w| w.phase) {
+            Some(WorkstationPhase::Ready) => SessionPhase::Ready,
+            _ => SessionPhase::Starting,
+        },
+        (None, None) => {
+            out.intents.push(Intent {
+                id,
+                user: UserId(cr.spec.user.clone()),
+                pool: PoolName(cr.spec.pool.clone()),
+                requested_at,
+                idempotency_key: cr.spec.idempotency_key.clone(),
+            });
+            return;
+        }
+    };
+    let workstation = pod.or_else(|| status.pod.clone().map(WorkstationId));
+    let ready_at = ts(&status.ready_at).or((phase == SessionPhase::Ready).then_some(requested_at));
+    let status_activity = ts(&status.last_activity).or(ready_at);
+    let annotated = cr.metadata.annotations.as_ref().and_then(|a| a.get(labels::LAST_ACTIVITY)).and_then(|s| s.parse().ok());
+    let mut session = Session::new(id.clone(), UserId(cr.spec.user.clone()), PoolName(cr.spec.pool.clone()), requested_at, cr.spec.idempotency_key.clone());
+    session.phase = phase;
+    session.workstation = workstation;
+    session.ready_at = ready_at;
+    session.last_activity = status_activity;
+    session.warning = status.warning;
+    session.ended_at = ts(&status.ended_at);
+    session.end_reason = status.end_reason;
+    session.message = status.message.clone();
+    let live = phase.is_live();
+    out.state.restore_session(session);
+    if live {
+        if let Some(end) = &cr.spec.end_requested {
+            out.ends.push((id.clone(), end.reason));
+        }
+        if annotated.is_some_and(|a: Timestamp| status_activity.is_none_or(|s| a > s)) {
+            out.activity.push(id);
+        }
+    }
+}
