@@ -16,7 +16,7 @@ use crate::{
     http::{self, admin::AdminState, state::AppState},
     metrics::Metrics,
     service::{
-        SessionService, controller,
+        ConnectLinks, SessionService, controller,
         engine::{Engine, EnginePolicy},
     },
     shutdown::{self, Shutdown, Trigger},
@@ -34,6 +34,9 @@ pub enum StartError {
     /// The connection gateway could not be set up.
     #[error(transparent)]
     Gateway(#[from] GatewayInitError),
+    /// Cluster mode could not start.
+    #[error(transparent)]
+    Kubernetes(#[from] crate::kubernetes::run::KubeStartError),
 }
 
 /// A running broker.
@@ -43,7 +46,7 @@ pub struct Running {
     /// Bound admin address.
     pub admin_addr: SocketAddr,
     /// The embedded engine (for tests and the simulator).
-    pub engine: Arc<Engine>,
+    pub engine: Option<Arc<Engine>>,
     /// The connection gateway (for tests and benchmarks).
     pub gateway: Arc<Gateway>,
     trigger: Trigger,
@@ -70,23 +73,35 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let Config { server, broker, backend, auth, gateway, pools } = config;
     let auth = Arc::new(Authenticator::new(&auth).await?);
     let (trigger, shutdown) = shutdown::channel();
-    let (observations, observed) = mpsc::unbounded_channel();
-    let backend: Arc<dyn Backend> = match backend.kind {
-        BackendKind::Simulated => {
-            let sim = &backend.simulated;
-            Arc::new(SimulatedBackend::new(&sim.nodes, sim.start_delay, observations))
-        }
-    };
     let policy = EnginePolicy {
         request: RequestPolicy { max_sessions_per_user: broker.max_sessions_per_user },
         reconcile: ReconcilePolicy { retention: broker.session_retention },
     };
     let clock = Arc::new(SystemClock);
-    let engine = Engine::new(pools, backend, clock.clone(), policy);
-    let metrics = Arc::new(Metrics::new(engine.clone()));
-    let sessions: Arc<dyn SessionService> = engine.clone();
     let mut tasks = JoinSet::new();
-    tasks.spawn(controller::run(engine.clone(), observed, broker.reconcile_interval, shutdown.clone()));
+    let (engine, sessions, metrics, links): (_, Arc<dyn SessionService>, _, Box<dyn Fn(Arc<dyn ConnectLinks>)>) =
+        match backend.kind {
+            BackendKind::Simulated => {
+                let (observations, observed) = mpsc::unbounded_channel();
+                let sim = &backend.simulated;
+                let backend: Arc<dyn Backend> =
+                    Arc::new(SimulatedBackend::new(&sim.nodes, sim.start_delay, observations));
+                let engine = Engine::new(pools, backend, clock.clone(), policy);
+                let interval = broker.reconcile_interval;
+                tasks.spawn(controller::run(engine.clone(), observed, interval, shutdown.clone()));
+                let metrics = Arc::new(Metrics::new(engine.clone()));
+                let e = engine.clone();
+                (Some(engine.clone()), engine as Arc<dyn SessionService>, metrics, Box::new(move |l| e.set_connect_links(l)))
+            }
+            BackendKind::Kubernetes => {
+                let k8s = &backend.kubernetes;
+                let (service, _writes) =
+                    crate::kubernetes::run::start(k8s, &broker, policy, &mut tasks, shutdown.clone()).await?;
+                let metrics = Arc::new(Metrics::new(service.clone()));
+                let s = service.clone();
+                (None, service as Arc<dyn SessionService>, metrics, Box::new(move |l| s.set_connect_links(l)))
+            }
+        };
     let state = AppState {
         sessions: sessions.clone(),
         auth,
@@ -100,7 +115,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (public_addr, admin_addr) = (local_addr(&public)?, local_addr(&admin)?);
     // The gateway's routes join after the API's layers (no request timeout on desktop streams).
     let gateway = Gateway::new(&gateway, public_addr, sessions.clone(), clock)?;
-    engine.set_connect_links(gateway.links());
+    links(gateway.links());
     tasks.spawn(gateway.clone().run(shutdown.clone()));
     tasks.spawn(serve(public, http::router(state, limits).merge(gateway.router()), shutdown.clone()));
     tasks.spawn(serve(admin, http::admin::router(AdminState { sessions, metrics }), shutdown));
@@ -119,8 +134,11 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
 }
 
 async fn serve(listener: TcpListener, router: axum::Router, mut shutdown: Shutdown) {
-    let result =
-        axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.wait().await }).await;
+    // `into_make_service` hands each connection a cheap clone (an `Arc`) of the router; serving
+    // the `Router` itself deep-clones its route table per accepted connection.
+    let result = axum::serve(listener, router.into_make_service())
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "server stopped with an error");
     }

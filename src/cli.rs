@@ -1,4 +1,4 @@
-//! Command line: `serve`, `token`, `check-config`. Flags override the config file and can be
+//! Command line: `serve`, `token`, `check-config`, `simulate`. Flags override the config file and can be
 //! given as environment variables (shown in `--help`).
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -41,6 +41,60 @@ pub enum Command {
     CheckConfig,
     /// Print the CustomResourceDefinitions (CapacityPool, WorkstationSession) as YAML.
     Crds,
+    /// Replay a trace of requests against the autoscaling policy in virtual time and report
+    /// instant-serve share, waits, queue, workstation-hours and cost (docs/autoscaling.md).
+    Simulate(SimulateArgs),
+}
+
+/// `simulate`: a trace and what to report; or `simulate generate-trace`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct SimulateArgs {
+    /// Make a synthetic trace instead of simulating one.
+    #[command(subcommand)]
+    pub generate: Option<SimulateCommand>,
+    /// Trace of requests: CSV lines `time,user,pool,duration`.
+    #[arg(long, value_name = "CSV", required = true)]
+    pub trace: Option<PathBuf>,
+    /// Also run two baselines on the same trace: a fixed buffer, and the schedules alone.
+    #[arg(long)]
+    pub compare: bool,
+    /// Write a chart of demand, warm and in-use over the day to this SVG file.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Price of one GPU-hour (overrides simulate.gpuPricePerHour).
+    #[arg(long, value_name = "PRICE")]
+    pub gpu_price: Option<f64>,
+    /// Print every scaling and culling decision of the cadbroker policy.
+    #[arg(long)]
+    pub decisions: bool,
+}
+
+/// Subcommands of `simulate`.
+#[derive(Debug, Subcommand)]
+pub enum SimulateCommand {
+    /// Print a synthetic working day of drafters as a trace (CSV on stdout), deterministic for a seed.
+    GenerateTrace(GenerateTraceArgs),
+}
+
+/// What `simulate generate-trace` makes.
+#[derive(Debug, Args)]
+pub struct GenerateTraceArgs {
+    /// How many drafters.
+    #[arg(long, default_value_t = 200)]
+    pub drafters: u32,
+    /// Seed of the random numbers; the same seed gives the same trace.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// The working day (a local date).
+    #[arg(long, default_value = "2026-03-10")]
+    pub date: jiff::civil::Date,
+    /// The drafters' IANA time zone.
+    #[arg(long, default_value = "Europe/Amsterdam")]
+    pub time_zone: String,
+    /// The pool the drafters use.
+    #[arg(long, default_value = "drafting-2d")]
+    pub pool: String,
 }
 
 /// Overrides for `serve`.

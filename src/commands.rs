@@ -16,11 +16,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         print!("{}", crate::crd::crds_yaml()?);
         return Ok(());
     }
+    if let Command::Simulate(args) = &cli.command {
+        // A simulation config need not be a broker config: the simulator reads it itself.
+        return crate::sim::command::run(cli.config.as_deref(), args).map_err(anyhow::Error::msg);
+    }
     let config = cli.load_config()?;
     match &cli.command {
         Command::Serve(args) => serve(config, args).await,
         Command::Token(args) => token(&config, args),
-        Command::Crds => unreachable!("handled before loading the config"),
+        Command::Crds | Command::Simulate(_) => unreachable!("handled before loading the config"),
         Command::CheckConfig => {
             check_config(&config);
             Ok(())

@@ -92,6 +92,44 @@ pub struct BackendConfig {
     /// Settings of the simulated backend.
     #[serde(default)]
     pub simulated: SimulatedConfig,
+    /// Settings of the Kubernetes backend.
+    #[serde(default)]
+    pub kubernetes: KubernetesConfig,
+}
+
+/// Settings of the Kubernetes backend (cluster mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubernetesConfig {
+    /// Namespace of the CapacityPools, WorkstationSessions, workstation pods and the Lease.
+    pub namespace: String,
+    /// Kubeconfig file; unset: in-cluster credentials or the KUBECONFIG environment variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Name of the Lease the replicas compete for; its holder allocates.
+    pub lease_name: String,
+    /// How long the lease lasts without renewal (renewed every third of it).
+    #[serde(with = "humantime_serde")]
+    pub lease_duration: Duration,
+    /// How long a create waits for the allocator's decision before answering 202.
+    #[serde(with = "humantime_serde")]
+    pub create_wait: Duration,
+    /// Activity (keepalive, desktop traffic) is written to a session at most this often.
+    #[serde(with = "humantime_serde")]
+    pub activity_interval: Duration,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            namespace: "cadbroker".into(),
+            kubeconfig: None,
+            lease_name: "cadbroker-allocator".into(),
+            lease_duration: Duration::from_secs(15),
+            create_wait: Duration::from_secs(5),
+            activity_interval: Duration::from_secs(30),
+        }
+    }
 }
 
 /// The available backends.
@@ -100,6 +138,8 @@ pub struct BackendConfig {
 pub enum BackendKind {
     /// In-process simulated GPU cluster (the embedded default).
     Simulated,
+    /// Kubernetes: pools and sessions are custom resources, workstations are pods.
+    Kubernetes,
 }
 
 /// Settings of the simulated backend.
@@ -189,6 +229,19 @@ impl Config {
     }
 
     fn validate_simulated(&self, problems: &mut Vec<String>) {
+        if self.backend.kind == BackendKind::Kubernetes {
+            let k = &self.backend.kubernetes;
+            if crate::domain::names::check_dns_label(&k.namespace).is_err() {
+                problems.push(format!("backend.kubernetes.namespace: '{}' is not a namespace name", k.namespace));
+            }
+            if k.lease_duration < Duration::from_secs(3) {
+                problems.push("backend.kubernetes.leaseDuration: must be at least 3s".to_owned());
+            }
+            if !self.pools.is_empty() {
+                problems.push("pools: in kubernetes mode pools are CapacityPool objects; remove [[pools]]".to_owned());
+            }
+            return;
+        }
         let sim = &self.backend.simulated;
         if sim.nodes.is_empty() {
             problems.push("backend.simulated.nodes: at least one node group is needed".to_owned());

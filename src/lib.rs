@@ -23,4 +23,5 @@ pub mod kubernetes;
 pub mod metrics;
 pub mod service;
 pub mod shutdown;
+pub mod sim;
 pub mod telemetry;

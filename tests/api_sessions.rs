@@ -18,8 +18,10 @@ async fn a_warm_workstation_is_claimed_at_once_and_its_connect_url_answers() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["phase"], "Ready");
     let url = body["connectUrl"].as_str().expect("a connect URL when Ready");
-    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-    let page = broker.http.get(url).send().await.unwrap();
+    // Through the gateway, with a single-use ticket: never the workstation's own address.
+    let gateway = format!("{}/connect/{}/?ticket=", broker.base, body["id"].as_str().unwrap());
+    assert!(url.starts_with(&gateway), "{url}");
+    let (_cookie, page) = broker.open_desktop(url).await;
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.unwrap().contains(body["workstation"].as_str().unwrap()));
     broker.stop().await;

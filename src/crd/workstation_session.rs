@@ -79,7 +79,6 @@ pub struct WorkstationSessionStatus {
     pub last_activity: Option<String>,
     /// A pending warning of a forced end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<serde_json::Value>")]
     pub warning: Option<Warning>,
     /// When it ended (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]

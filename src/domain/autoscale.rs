@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use jiff::Timestamp;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -28,12 +29,13 @@ use super::{
 };
 
 /// How a pool's warm buffer follows demand (the pool spec's `autoscale`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct AutoscaleSpec {
     /// Requests over this window set the demand rate.
     #[serde(with = "humantime_serde")]
     #[schema(value_type = String, example = "15m")]
+    #[schemars(with = "String")]
     pub demand_window: Duration,
     /// Percentage of requests the buffer aims to serve instantly at the recent rate (1-99);
     /// 0 turns demand scaling off (the schedule alone sets the buffer).
@@ -41,6 +43,7 @@ pub struct AutoscaleSpec {
     /// A lower target applies only after the target stayed below the buffer this long.
     #[serde(with = "humantime_serde")]
     #[schema(value_type = String, example = "10m")]
+    #[schemars(with = "String")]
     pub scale_down_cooldown: Duration,
     /// Low-priority placeholder pods that keep GPU nodes ready for this pool (cluster mode, so the
     /// cluster autoscaler adds nodes ahead of demand). Not acted on by the embedded backends.
@@ -119,11 +122,15 @@ pub fn evaluate(pool: &PoolSpec, memory: &PoolMemory, now: Timestamp) -> Evaluat
     let window = if prewarm { ahead_w } else { now_w };
     let a = pool.autoscale;
     let arrivals = memory.arrivals_after(before(now, a.demand_window), now);
+    // The rate over the whole window, or over its last third when that is higher: a wave that
+    // starts is seen within minutes, one that ends is forgotten slowly.
+    let recent = memory.arrivals_after(before(now, a.demand_window / 3), now);
+    let span = a.demand_window.as_secs_f64();
+    let rate = (f64::from(arrivals) / span).max(f64::from(recent) * 3.0 / span);
     let demand_warm = if a.instant_percent == 0 || arrivals == 0 {
         0
     } else {
-        let lambda = arrivals as f64 * start.as_secs_f64() / a.demand_window.as_secs_f64();
-        poisson_quantile(lambda, f64::from(a.instant_percent) / 100.0) + 1
+        poisson_quantile(rate * start.as_secs_f64(), f64::from(a.instant_percent) / 100.0) + 1
     };
     let schedule_warm = warm_of(now_w).max(warm_of(ahead_w));
     Evaluation {
@@ -348,8 +355,7 @@ mod tests {
     #[test]
     fn a_lower_target_waits_for_the_cooldown_then_takes_the_highest_target_seen() {
         let pool = mk_pool("p", 0, 10, 2);
-        let mut memory = PoolMemory::default();
-        memory.scale = ScaleMemory { warm: 6, below: None };
+        let mut memory = PoolMemory { scale: ScaleMemory { warm: 6, below: None }, ..PoolMemory::default() };
         let counts = PoolCounts::default();
         let p1 = plan(&pool, &memory, &counts, t(0));
         assert_eq!(p1.target.warm, 6, "held");

@@ -42,4 +42,6 @@ pub use state::{PoolCounts, State};
 pub(crate) use pool::mk_pool;
 
 #[cfg(test)]
+mod lifecycle_tests;
+#[cfg(test)]
 mod tests;

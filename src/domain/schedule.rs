@@ -16,6 +16,7 @@ use jiff::{
     civil::{Date, DateTime, Time, Weekday},
     tz::{TimeZone, TimeZoneDatabase},
 };
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use utoipa::ToSchema;
 
@@ -80,7 +81,7 @@ impl<'de> Deserialize<'de> for Zone {
 }
 
 /// A day of the week, written `Mon` … `Sun` (full English names are accepted too).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[allow(missing_docs)] // the names say it
 pub enum Day {
     #[serde(alias = "Monday", alias = "mon", alias = "monday")]
@@ -111,31 +112,36 @@ impl Day {
 /// A recurring window in which the pool keeps a different warm buffer or minimum, for example
 /// weekdays 07:30-18:00 Europe/Amsterdam. The first active window of a pool's `schedules` wins,
 /// so list exceptions (a holiday window) before the general ones.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ScheduleWindow {
     /// Short name shown in decisions (`weekday-peak`).
     pub name: String,
     /// IANA time zone the times and dates are in.
     #[schema(value_type = String, example = "Europe/Amsterdam")]
+    #[schemars(with = "String")]
     pub time_zone: Zone,
     /// Days the window opens on (the day it starts, for windows past midnight). Empty: every day.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub days: Vec<Day>,
     /// Local time the window opens (`07:30`).
     #[schema(value_type = String, example = "07:30")]
+    #[schemars(with = "String")]
     pub start: Time,
     /// Local time the window closes (`18:00`). At or before `start`: the window runs past
     /// midnight into the next day (equal to `start`: a whole day).
     #[schema(value_type = String, example = "18:00")]
+    #[schemars(with = "String")]
     pub end: Time,
     /// If given, the window opens only on these local dates (for example a holiday window).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<String>, example = json!(["2026-12-24"]))]
+    #[schemars(with = "Vec<String>")]
     pub dates: Vec<Date>,
     /// Local dates the window does not open on, such as public holidays.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(value_type = Vec<String>, example = json!(["2026-04-27", "2026-12-25"]))]
+    #[schemars(with = "Vec<String>")]
     pub except_dates: Vec<Date>,
     /// Warm buffer while the window is active (default: the pool's `capacity.warm`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

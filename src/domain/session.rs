@@ -71,16 +71,18 @@ pub enum EndReason {
 }
 
 /// A warning that the session will be ended, recorded once per forced end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Warning {
     /// What will end the session.
     pub reason: EndReason,
     /// When the warning was given.
     #[schema(value_type = String)]
+    #[schemars(with = "String")]
     pub at: Timestamp,
     /// When the session will be ended unless the warning is lifted (activity lifts an idle warning).
     #[schema(value_type = String)]
+    #[schemars(with = "String")]
     pub ends_at: Timestamp,
 }
 

@@ -1,6 +1,9 @@
 //! Scenario and property tests of the domain: requests, queueing, the warm buffer and limits.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use jiff::Timestamp;
 use proptest::prelude::*;
@@ -207,6 +210,10 @@ enum Op {
     Touch { user: u8, pool: u8 },
     Advance { secs: u16 },
     SetCapacity { pool: u8, max: u8, warm: u8, min: u8 },
+    Disconnect { user: u8, pool: u8 },
+    /// An every-day UTC window from `start` for `hours` (0: no schedule).
+    SetSchedule { pool: u8, start: u8, hours: u8, warm: u8, min: u8 },
+    AdvanceHours { hours: u8 },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -217,6 +224,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0u8..6, 0u8..2).prop_map(|(user, pool)| Op::Touch { user, pool }),
         2 => (1u16..2000).prop_map(|secs| Op::Advance { secs }),
         1 => (0u8..2, 1u8..5, 0u8..5, 0u8..5).prop_map(|(pool, max, warm, min)| Op::SetCapacity { pool, max, warm, min }),
+        1 => (0u8..6, 0u8..2).prop_map(|(user, pool)| Op::Disconnect { user, pool }),
+        1 => (0u8..2, 0u8..24, 0u8..6, 0u8..5, 0u8..3)
+            .prop_map(|(pool, start, hours, warm, min)| Op::SetSchedule { pool, start, hours, warm, min }),
+        1 => (1u8..5).prop_map(|hours| Op::AdvanceHours { hours }),
     ]
 }
 
@@ -227,9 +238,87 @@ fn pool_name(p: u8) -> PoolName {
 struct Checker {
     warned: HashSet<SessionId>,
     creation_order: Vec<SessionId>,
+    /// Per pool, since when a lower warm target has been waiting for its cooldown.
+    cooldown_from: HashMap<PoolName, Timestamp>,
+}
+
+/// `settle`, checking every batch against the state it was computed on.
+fn settle_checked(state: &mut State, now: Timestamp, checker: &mut Checker) -> Vec<Action> {
+    let mut all = Vec::new();
+    for _ in 0..8 {
+        let batch = reconcile(state, now, RECONCILE);
+        if batch.is_empty() {
+            break;
+        }
+        checker.check_batch(state, &batch, now);
+        for a in &batch {
+            apply(state, a, now);
+        }
+        all.extend(batch);
+    }
+    all
 }
 
 impl Checker {
+    /// Scaling never stops a workstation a live session holds, only limits and a deleted pool
+    /// end sessions, forced ends come `warnBefore` after their warning, and a lower warm
+    /// target comes only after its cooldown.
+    fn check_batch(&mut self, state: &State, batch: &[Action], now: Timestamp) {
+        let ended: HashSet<_> = batch
+            .iter()
+            .filter_map(|a| match a {
+                Action::EndSession { session, reason: EndReason::PoolDeleted } => Some(session.clone()),
+                _ => None,
+            })
+            .collect();
+        for a in batch {
+            match a {
+                Action::StopWorkstation { workstation } => {
+                    let holder = state.workstation(workstation).and_then(|w| w.session.as_ref());
+                    let live = holder.and_then(|id| state.session(id)).filter(|s| {
+                        matches!(s.phase, SessionPhase::Starting | SessionPhase::Ready)
+                    });
+                    if let Some(s) = live {
+                        assert!(ended.contains(&s.id), "scaling stopped {workstation}, held by live {}", s.id);
+                    }
+                }
+                Action::EndSession { session, reason } => {
+                    let s = state.session(session).unwrap();
+                    let limits = state.pool(&s.pool).map(|p| p.limits);
+                    match reason {
+                        EndReason::IdleTimeout | EndReason::MaxLifetime => {
+                            let w = s.warning.expect("a forced end has a pending warning");
+                            assert_eq!(w.reason, *reason, "warned for another reason");
+                            let warn_before = limits.unwrap().warn_before;
+                            assert!(time::elapsed(w.at, now) >= warn_before, "ended less than warnBefore after the warning");
+                        }
+                        EndReason::PoolDeleted => assert!(limits.is_none()),
+                        other => panic!("reconcile ended {session} for {other:?}"),
+                    }
+                }
+                Action::Record(d) => {
+                    let cooldown = state.pool(&d.pool).unwrap().autoscale.scale_down_cooldown;
+                    match d.kind {
+                        DecisionKind::ScaleUp => {
+                            self.cooldown_from.remove(&d.pool);
+                        }
+                        DecisionKind::Hold => {
+                            self.cooldown_from.insert(d.pool.clone(), now);
+                        }
+                        DecisionKind::ScaleDown => {
+                            let from = self.cooldown_from.insert(d.pool.clone(), now);
+                            let from = from.expect("a lower target follows a hold");
+                            assert!(time::elapsed(from, now) >= cooldown, "lowered within the cooldown");
+                            assert!(d.inputs.warm_to < d.inputs.warm_from);
+                        }
+                        DecisionKind::Warn | DecisionKind::End => assert!(d.session.is_some()),
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     fn check(&mut self, state: &State, applied: &[Action], now: Timestamp) {
         for a in applied {
             match a {
@@ -257,6 +346,15 @@ impl Checker {
                 "pool {} above max: {c:?}",
                 pool.name
             );
+            // Never below the minimum in force (the schedule's or capacity.min), as far as
+            // workstations being stopped leave room.
+            let min = autoscale::evaluate(pool, state.memory(&pool.name), now).min;
+            let running = c.total() - c.stopping;
+            assert!(
+                running >= min.min(pool.capacity.max.saturating_sub(c.stopping)),
+                "pool {} below min {min}: {c:?}",
+                pool.name
+            );
             let q = state.queue(&pool.name);
             let order: Vec<_> = self.creation_order.iter().filter(|id| q.contains(id)).collect();
             assert!(order.iter().copied().eq(q.iter()), "queue order changed");
@@ -269,7 +367,6 @@ impl Checker {
                 assert_eq!(w.session.as_ref(), Some(&s.id));
             }
         }
-        let _ = now;
     }
 }
 
@@ -280,7 +377,7 @@ proptest! {
     fn invariants_hold_under_any_sequence_of_requests_ends_and_backend_events(ops in prop::collection::vec(op(), 1..80)) {
         let mut state = State::with_pools([mk_pool("pool-0", 0, 3, 1), mk_pool("pool-1", 1, 2, 0)]);
         let mut now = t(0);
-        let mut checker = Checker { warned: HashSet::new(), creation_order: Vec::new() };
+        let mut checker = Checker { warned: HashSet::new(), creation_order: Vec::new(), cooldown_from: HashMap::new() };
         let mut n = 0;
         for op in ops {
             let mut applied = Vec::new();
@@ -316,13 +413,39 @@ proptest! {
                     spec.capacity = Capacity { max: max as u32, warm: (warm as u32).min(max as u32), min: (min as u32).min(max as u32) };
                     applied.push(Action::PutPool(Box::new(spec)));
                 }
+                Op::Disconnect { user: u, pool } => {
+                    if let Some(s) = state.live_session(&user(&format!("u{u}")).user, &pool_name(pool)) {
+                        applied.push(Action::Disconnect { session: s.id.clone() });
+                    }
+                }
+                Op::SetSchedule { pool, start, hours, warm, min } => {
+                    let mut spec = state.pool(&pool_name(pool)).unwrap().clone();
+                    spec.schedules = (hours > 0).then(|| every_day_utc(start, hours, warm, min)).into_iter().collect();
+                    applied.push(Action::PutPool(Box::new(spec)));
+                }
+                Op::AdvanceHours { hours } => now = time::after(now, Duration::from_secs(u64::from(hours) * 3600)),
             }
             for a in &applied {
                 apply(&mut state, a, now);
             }
-            applied.extend(settle(&mut state, now, RECONCILE));
+            applied.extend(settle_checked(&mut state, now, &mut checker));
             checker.check(&state, &applied, now);
         }
+    }
+}
+
+fn every_day_utc(start: u8, hours: u8, warm: u8, min: u8) -> ScheduleWindow {
+    let at = |h: u8| jiff::civil::time((h % 24) as i8, 0, 0, 0);
+    ScheduleWindow {
+        name: "window".into(),
+        time_zone: Zone::parse("UTC").unwrap(),
+        days: Vec::new(),
+        start: at(start),
+        end: at(start + hours),
+        dates: Vec::new(),
+        except_dates: Vec::new(),
+        warm: Some(warm.into()),
+        min: Some(min.into()),
     }
 }
 

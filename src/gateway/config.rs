@@ -169,6 +169,27 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_section_is_valid_when_uncommented() {
+        let text = crate::config::DEFAULT_CONFIG;
+        let start = text.find("# [gateway]").expect("the default config documents [gateway]");
+        let end = start + text[start..].find("\n\n").expect("a blank line after the section");
+        let section: String = text[start..end]
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let uncommented = format!("{}\n{section}", &text[..start]);
+        let config = crate::config::Config::parse("test", &uncommented).unwrap();
+        let g = config.gateway;
+        assert_eq!(g.public_url.as_deref(), Some("https://cad.example.org"));
+        assert_eq!(g.allowed_origins, ["https://portal.example.org"]);
+        assert_eq!((g.ticket_ttl, g.activity_interval), (Duration::from_secs(60), Duration::from_secs(30)));
+        assert_eq!(g.cookie_ttl, GatewayConfig::default().cookie_ttl);
+        assert!(g.key_file.is_some());
+    }
+
+    #[test]
     fn every_bad_field_is_named() {
         let config = GatewayConfig {
             public_url: Some("cad".into()),

@@ -107,8 +107,14 @@ impl Gateway {
         service: Arc<dyn SessionService>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, GatewayInitError> {
-        let GatewayConfig { public_url, allowed_origins, ticket_ttl, cookie_ttl, activity_interval, key_file } =
-            config;
+        let GatewayConfig {
+            public_url,
+            allowed_origins,
+            ticket_ttl,
+            cookie_ttl,
+            activity_interval,
+            key_file,
+        } = config;
         let (key, key_origin) = GatewayKey::load(key_file.as_deref())?;
         let public_url = match public_url {
             Some(url) => config::parse_public_url(url).map_err(GatewayInitError::PublicUrl)?,
@@ -118,7 +124,8 @@ impl Gateway {
         for origin in allowed_origins {
             origins.insert(config::normalise_origin(origin).map_err(GatewayInitError::PublicUrl)?);
         }
-        let public_scheme = HeaderValue::from_static(if public_url.starts_with("https:") { "https" } else { "http" });
+        let public_scheme =
+            HeaderValue::from_static(if public_url.starts_with("https:") { "https" } else { "http" });
         let (hub, queue) = ActivityHub::new(*activity_interval);
         tracing::info!(%public_url, key = %key_origin, "gateway ready on /connect/");
         Ok(Arc::new(Self {
@@ -209,7 +216,9 @@ fn derived_public_url(addr: SocketAddr) -> String {
         ip => ip.to_string(),
     };
     if addr.ip().is_unspecified() {
-        tracing::warn!("gateway.publicUrl is not set and the public listener has no specific address; connect URLs use {host}: set gateway.publicUrl");
+        tracing::warn!(
+            "gateway.publicUrl is not set and the public listener has no specific address; connect URLs use {host}: set gateway.publicUrl"
+        );
     }
     format!("http://{host}:{}", addr.port())
 }

@@ -94,9 +94,12 @@ async fn serve(gateway: Arc<Gateway>, req: Request) -> Result<Response, ApiError
         None => rest.to_owned(),
     };
     if access.via == Via::Ticket && !websocket {
-        let grant = gateway.signer.mint_cookie(&session, &access.user, gateway.clock.now(), gateway.cookie_ttl);
+        let grant =
+            gateway.signer.mint_cookie(&session, &access.user, gateway.clock.now(), gateway.cookie_ttl);
         let mut response = redirect(StatusCode::SEE_OTHER, &session, rest, query.as_deref());
-        response.headers_mut().insert(header::SET_COOKIE, cookie::set_cookie(&grant, &session, gateway.cookie_ttl));
+        response
+            .headers_mut()
+            .insert(header::SET_COOKIE, cookie::set_cookie(&grant, &session, gateway.cookie_ttl));
         return Ok(response);
     }
     if websocket {
@@ -250,9 +253,10 @@ async fn forward(
 ) -> Result<Response, ApiError> {
     let session = guard.session.clone();
     let (parts, body) = req.into_parts();
-    let uri: Uri = format!("http://{}{path_and_query}", authority(&access.endpoint))
-        .parse()
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", "The request path is not valid."))?;
+    let uri: Uri =
+        format!("http://{}{path_and_query}", authority(&access.endpoint)).parse().map_err(|_| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", "The request path is not valid.")
+        })?;
     let mut upstream = axum::http::Request::new(body);
     *upstream.method_mut() = parts.method.clone();
     *upstream.uri_mut() = uri;

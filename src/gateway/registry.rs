@@ -61,7 +61,7 @@ impl Registry {
         let mut sessions = self.lock();
         let entry = sessions.entry(session.clone()).or_insert_with(|| Entry {
             cancel: CancellationToken::new(),
-            activity: Arc::new(self.activity.session(session.clone())),
+            activity: self.activity.session(session),
             connections: 0,
         });
         entry.connections += 1;

@@ -317,7 +317,16 @@ mod tests {
         assert!(!used.consume(&grant, now), "a second use is refused");
         let later = now + Duration::from_secs(60);
         assert_eq!(signer().verify(&ticket, GrantKind::Ticket, later), Err(GrantError::Expired));
-        used.consume(&signer().verify(&signer().mint_ticket(&ids().0, &ids().1, later, Duration::from_secs(5)), GrantKind::Ticket, later).unwrap(), later);
+        used.consume(
+            &signer()
+                .verify(
+                    &signer().mint_ticket(&ids().0, &ids().1, later, Duration::from_secs(5)),
+                    GrantKind::Ticket,
+                    later,
+                )
+                .unwrap(),
+            later,
+        );
         assert_eq!(used.len(), 1, "the expired id was pruned");
     }
 
@@ -335,7 +344,10 @@ mod tests {
         let forged = URL_SAFE_NO_PAD.encode(
             String::from_utf8(URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap().replace("alice", "mallo"),
         );
-        assert_eq!(signer().verify(&format!("{forged}.{tag}"), GrantKind::Ticket, now), Err(GrantError::Invalid));
+        assert_eq!(
+            signer().verify(&format!("{forged}.{tag}"), GrantKind::Ticket, now),
+            Err(GrantError::Invalid)
+        );
         for junk in ["", ".", "a.b", &"x".repeat(4096)] {
             assert_eq!(signer().verify(junk, GrantKind::Ticket, now), Err(GrantError::Invalid));
         }
@@ -367,6 +379,9 @@ mod tests {
         let url = links.connect_url(&s, &u, "/");
         assert!(url.starts_with("https://cad.example.org/connect/s1/?ticket="), "{url}");
         let url = links.connect_url(&s, &u, "/vnc.html?autoconnect=1");
-        assert!(url.starts_with("https://cad.example.org/connect/s1/vnc.html?autoconnect=1&ticket="), "{url}");
+        assert!(
+            url.starts_with("https://cad.example.org/connect/s1/vnc.html?autoconnect=1&ticket="),
+            "{url}"
+        );
     }
 }

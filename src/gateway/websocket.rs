@@ -1,6 +1,6 @@
 //! WebSocket through the gateway: the (already authorised) upgrade request is forwarded to the
-//! workstation over a fresh HTTP/1.1 connection; when it answers 101, the same 101 goes to the
-//! client and both upgraded connections are joined by a byte relay (STYLE.md pattern 11). No
+//! workstation over a fresh TCP connection; when it answers 101, the same 101 goes to the
+//! client and both connections are joined by a byte relay (STYLE.md pattern 11). No
 //! frame is decoded or re-encoded: messages, binary and large frames, pings and close frames
 //! pass as they are, so the desktop and the browser run the WebSocket protocol end to end.
 //!
@@ -17,14 +17,10 @@ use std::{io, sync::Arc, time::Duration};
 use axum::{
     body::Body,
     extract::Request,
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::Response,
 };
-use http_body_util::Empty;
-use hyper::{
-    body::Bytes,
-    upgrade::{OnUpgrade, Upgraded},
-};
+use hyper::{body::Bytes, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
@@ -82,77 +78,119 @@ pub async fn forward(
             "WebSocket needs an HTTP/1.1 upgrade request.",
         ));
     };
-    let mut upstream = axum::http::Request::new(Empty::<Bytes>::new());
-    *upstream.method_mut() = Method::GET;
-    *upstream.uri_mut() = path_and_query
-        .parse()
-        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", "The request path is not valid."))?;
-    let mut headers = proxy::upstream_headers(&gateway, std::mem::take(req.headers_mut()), &session, &access.endpoint);
+    let mut headers =
+        proxy::upstream_headers(&gateway, std::mem::take(req.headers_mut()), &session, &access.endpoint);
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    *upstream.headers_mut() = headers;
-    let handshake = async {
-        let addr = (access.endpoint.host.as_str(), access.endpoint.port);
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        tcp.set_nodelay(true)?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(io::Error::other)?;
-        // Drives the connection until it is upgraded (or the answer was not 101).
-        tokio::spawn(async move {
-            let _ = conn.with_upgrades().await;
-        });
-        sender.send_request(upstream).await.map_err(io::Error::other)
-    };
-    let mut answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+    let head = request_head(&path_and_query, &headers);
+    let (tcp, answer) = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&access, &head))
         .await
         .map_err(|_| proxy::upstream_unavailable(&session, "upgrade timed out"))?
         .map_err(|e| proxy::upstream_unavailable(&session, e))?;
-    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // The desktop refused the upgrade: pass its own answer on.
-        let (mut parts, body) = answer.into_parts();
-        proxy::downstream_headers(&mut parts.headers, &session, &access.endpoint);
-        return Ok(Response::from_parts(parts, Body::new(body)));
-    }
-    let upstream_upgrade = hyper::upgrade::on(&mut answer);
     let mut response = Response::new(Body::empty());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let mut headers = std::mem::take(answer.headers_mut());
+    *response.status_mut() = answer.status;
+    let mut headers = answer.headers;
     proxy::downstream_headers(&mut headers, &session, &access.endpoint);
+    if answer.status != StatusCode::SWITCHING_PROTOCOLS {
+        // The desktop refused the upgrade: pass its status and headers on (browsers do not show
+        // a refused handshake's body to scripts, so it is not relayed).
+        headers.remove(header::CONTENT_LENGTH);
+        *response.headers_mut() = headers;
+        return Ok(response);
+    }
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     *response.headers_mut() = headers;
     let relay_gateway = gateway.clone();
     gateway.tunnels.spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
-            Ok(both) => both,
+        let client = match client_upgrade.await {
+            Ok(client) => client,
             Err(e) => {
                 tracing::debug!(session = %guard.session, error = %e, "gateway: upgrade did not complete");
                 return;
             }
         };
-        tunnel(&relay_gateway, client, upstream, &guard).await;
+        let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
+        let (upstream_read, upstream_write) = tcp.into_split();
+        let client = (Buffered(client_read), client_write);
+        // Whatever the desktop sent right after its 101 (a server greeting) goes first.
+        relay(&relay_gateway, &guard, client, (upstream_read, upstream_write), answer.rest).await;
     });
     Ok(response)
 }
 
-/// Joins the two upgraded connections until either side ends, the session ends or the broker stops.
-async fn tunnel(gateway: &Gateway, client: Upgraded, upstream: Upgraded, guard: &ConnectionGuard) {
-    let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
-    let client_read = Buffered(client_read);
-    // hyper hands back the raw TCP stream of its own client connection, plus whatever the
-    // desktop sent right after its 101 (a server greeting): that goes to the client first.
-    match upstream.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let (read, write) = parts.io.into_inner().into_split();
-            relay(gateway, guard, (client_read, client_write), (read, write), parts.read_buf).await;
-        }
-        Err(upstream) => {
-            let (read, write) = tokio::io::split(TokioIo::new(upstream));
-            relay(gateway, guard, (client_read, client_write), (Buffered(read), write), Bytes::new()).await;
-        }
+/// The upgrade request as the workstation gets it (HTTP/1.1, origin form).
+fn request_head(path_and_query: &str, headers: &HeaderMap) -> Vec<u8> {
+    let mut head = Vec::with_capacity(1024);
+    head.extend_from_slice(b"GET ");
+    head.extend_from_slice(path_and_query.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
     }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// The workstation's answer to the upgrade: status, headers, and bytes that followed them.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    rest: Bytes,
+}
+
+/// Largest answer head accepted from a workstation.
+const MAX_ANSWER_HEAD: usize = 64 * 1024;
+/// Most headers accepted in it.
+const MAX_ANSWER_HEADERS: usize = 64;
+
+/// Connects to the workstation, sends `head` and reads the answer's head. Done by hand on the
+/// TCP stream (no HTTP client connection, task or upgrade hand-off), so the relay gets the
+/// plain stream: this is most of what a new desktop connection costs.
+async fn handshake(access: &Access, head: &[u8]) -> io::Result<(TcpStream, Answer)> {
+    let addr = (access.endpoint.host.as_str(), access.endpoint.port);
+    let mut tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    tcp.set_nodelay(true)?;
+    tcp.write_all(head).await?;
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        if tcp.read_buf(&mut buf).await? == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before answering"));
+        }
+        if let Some(answer) = parse_answer(&buf)? {
+            return Ok((tcp, answer));
+        }
+        if buf.len() > MAX_ANSWER_HEAD {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "answer head too large"));
+        }
+        buf.reserve(1024);
+    }
+}
+
+/// The answer in `buf`, or `None` while its head is incomplete.
+fn parse_answer(buf: &[u8]) -> io::Result<Option<Answer>> {
+    let invalid = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_owned());
+    let mut slots = [httparse::EMPTY_HEADER; MAX_ANSWER_HEADERS];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let len = match parsed.parse(buf).map_err(|e| invalid(&e.to_string()))? {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial => return Ok(None),
+    };
+    let status =
+        parsed.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or_else(|| invalid("bad status"))?;
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    for h in parsed.headers.iter() {
+        let name =
+            header::HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| invalid("bad header name"))?;
+        let value = HeaderValue::from_bytes(h.value).map_err(|_| invalid("bad header value"))?;
+        headers.append(name, value);
+    }
+    Ok(Some(Answer { status, headers, rest: Bytes::copy_from_slice(&buf[len..]) }))
 }
 
 async fn relay<CR: Source, CW: AsyncWrite + Unpin, UR: Source, UW: AsyncWrite + Unpin>(
@@ -235,7 +273,11 @@ async fn pump<S: Source, W: AsyncWrite + Unpin>(
 
 /// Writes all of `data`, feeding the tracker exactly what was written (so that after a
 /// cancellation it knows where the peer's stream stands).
-async fn write_tracked<W: AsyncWrite + Unpin>(to: &mut W, mut data: &[u8], frames: &mut FrameTracker) -> io::Result<()> {
+async fn write_tracked<W: AsyncWrite + Unpin>(
+    to: &mut W,
+    mut data: &[u8],
+    frames: &mut FrameTracker,
+) -> io::Result<()> {
     while !data.is_empty() {
         let n = to.write(data).await?;
         if n == 0 {
@@ -263,7 +305,8 @@ trait Source: Send {
     /// Whether the buffer can be dropped between reads (the source waits without one).
     const RELEASE_WHEN_IDLE: bool;
     /// Waits for data and appends up to `size` bytes to `buf`; 0 at the end of the stream.
-    fn read_some(&mut self, buf: &mut Vec<u8>, size: usize) -> impl Future<Output = io::Result<usize>> + Send;
+    fn read_some(&mut self, buf: &mut Vec<u8>, size: usize)
+    -> impl Future<Output = io::Result<usize>> + Send;
 }
 
 /// A TCP read half: waits for readiness first, so no buffer is held while the desktop is idle.

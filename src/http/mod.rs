@@ -41,6 +41,7 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/api/v1/sessions/{id}/keepalive", post(api::sessions::keepalive))
         .route("/api/v1/pools", get(api::pools::list))
         .route("/api/v1/pools/{name}", put(api::pools::put).delete(api::pools::delete))
+        .route("/api/v1/pools/{name}/decisions", get(api::pools::decisions))
         .route("/api/v1/openapi.json", get(openapi))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout));
     // Event streams live as long as the session; no timeout.

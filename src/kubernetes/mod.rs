@@ -4,7 +4,14 @@
 //! decide, and writes the difference (`plan`). Every replica serves the API; only the holder
 //! of the Lease allocates.
 
+pub mod allocate;
+pub mod controller;
+pub mod execute;
 pub mod labels;
+pub mod lease;
 pub mod plan;
 pub mod pod;
 pub mod restore;
+pub mod run;
+pub mod service;
+pub mod store;

@@ -11,7 +11,7 @@ use super::{labels, pod::gpus_of};
 use crate::{
     crd::{CapacityPool, WorkstationSession},
     domain::{
-        EndReason, Endpoint, PoolName, PoolSpec, Session, SessionId, SessionPhase, State, UserId, Workstation,
+        Action, EndReason, Endpoint, Observation, PoolName, apply, observe, PoolSpec, Session, SessionId, SessionPhase, State, UserId, Workstation,
         WorkstationId, WorkstationPhase,
     },
 };
@@ -114,7 +114,7 @@ pub fn workstation_of(pod: &Pod, pools: &HashMap<String, PoolSpec>) -> Option<Wo
 }
 
 /// Reads a snapshot back into the domain.
-pub fn restore(snapshot: &Snapshot) -> Restored {
+pub fn restore(snapshot: &Snapshot, now: Timestamp) -> Restored {
     let pools: HashMap<String, PoolSpec> =
         snapshot.pools.iter().map(|p| (p.metadata.name.clone().unwrap_or_default(), pool_spec(p))).collect();
     let mut out = Restored { state: State::with_pools(pools.values().cloned()), ..Restored::default() };
@@ -136,7 +136,63 @@ pub fn restore(snapshot: &Snapshot) -> Restored {
     for cr in sessions {
         restore_session(&mut out, cr, &held_by);
     }
+    account_for_missing_pods(&mut out.state, now);
     out
+}
+
+/// Sessions whose pod is not in the cache: a Starting one gets its pod back (the create is
+/// idempotent: the name comes from the session), an Ending one is over, a Ready one lost it.
+fn account_for_missing_pods(state: &mut State, now: Timestamp) {
+    let now_missing: Vec<(SessionId, SessionPhase, WorkstationId)> = state
+        .live_sessions()
+        .chain(state.sessions().filter(|s| s.phase == SessionPhase::Ending))
+        .filter_map(|s| {
+            let ws = s.workstation.clone()?;
+            state.workstation(&ws).is_none().then(|| (s.id.clone(), s.phase, ws))
+        })
+        .collect();
+    for (id, phase, ws) in now_missing {
+        let Some((pool, created_at)) = state.session(&id).map(|s| (s.pool.clone(), s.requested_at)) else {
+            continue;
+        };
+        match phase {
+            SessionPhase::Starting => state.restore_workstation(Workstation {
+                id: ws,
+                pool,
+                phase: WorkstationPhase::Starting,
+                session: Some(id),
+                node: None,
+                endpoint: None,
+                created_at,
+                ready_at: None,
+                message: None,
+            }),
+            SessionPhase::Ending => {
+                // Its pod is gone: exactly what a backend reports when a stop completes.
+                state.restore_workstation(Workstation {
+                    id: ws.clone(),
+                    pool,
+                    phase: WorkstationPhase::Stopping,
+                    session: Some(id),
+                    node: None,
+                    endpoint: None,
+                    created_at,
+                    ready_at: None,
+                    message: None,
+                });
+                observe(state, &Observation::Gone { workstation: ws, lost: false }, now);
+            }
+            SessionPhase::Queued => {}
+            _ => {
+                let fail = Action::FailSession {
+                    session: id,
+                    reason: EndReason::NodeLost,
+                    message: "its workstation pod disappeared".into(),
+                };
+                apply(state, &fail, now);
+            }
+        }
+    }
 }
 
 fn restore_session(out: &mut Restored, cr: &WorkstationSession, held_by: &HashMap<SessionId, WorkstationId>) {
@@ -146,9 +202,11 @@ fn restore_session(out: &mut Restored, cr: &WorkstationSession, held_by: &HashMa
     let status = cr.status.clone().unwrap_or_default();
     let pod = held_by.get(&id).cloned();
     let phase = match (status.phase, &pod) {
-        (Some(p), _) => p,
-        // Killed between claiming or creating the pod and writing the status: the pod says.
-        (None, Some(ws)) => match out.state.workstation(ws).map(|w| w.phase) {
+        (Some(p), None) => p,
+        (Some(p), Some(_)) if p != SessionPhase::Queued => p,
+        // The pod write landed but the status write has not (or the broker was killed between
+        // the two, or the cache has the pod first): the pod says.
+        (_, Some(ws)) => match out.state.workstation(ws).map(|w| w.phase) {
             Some(WorkstationPhase::Ready) => SessionPhase::Ready,
             _ => SessionPhase::Starting,
         },

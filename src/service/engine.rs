@@ -3,7 +3,7 @@
 //! backend sees starts and stops in the order they were decided (they only enqueue work).
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet, VecDeque},
     sync::{
         Arc, Mutex, MutexGuard, OnceLock,
         atomic::{AtomicBool, Ordering},
@@ -15,14 +15,14 @@ use jiff::Timestamp;
 use tokio::sync::{Notify, broadcast};
 
 use super::{
-    ConnectLinks, ConnectTarget, CreateSession, Created, PoolView, ServiceError, SessionEvent, SessionService,
-    SessionView,
+    ConnectLinks, ConnectTarget, CreateSession, Created, PoolView, ServiceError, SessionEvent,
+    SessionService, SessionView,
 };
 use crate::{
     backend::{Backend, StartRequest},
     clock::Clock,
     domain::{
-        Action, Caller, EndReason, NewSession, Observation, PoolName, PoolSpec, ReconcilePolicy,
+        Action, Caller, Decision, EndReason, NewSession, Observation, PoolName, PoolSpec, ReconcilePolicy,
         RequestDecision, RequestPolicy, Session, SessionId, SessionPhase, State, apply, decide_request,
         observe, settle,
     },
@@ -48,6 +48,34 @@ pub struct EngineStats {
     pub workstations: Vec<(String, &'static str, u64)>,
 }
 
+impl EngineStats {
+    /// Counts of `state` for metrics.
+    pub fn of(state: &State) -> Self {
+        let mut sessions = std::collections::BTreeMap::<(String, SessionPhase), u64>::new();
+        for s in state.sessions() {
+            *sessions.entry((s.pool.to_string(), s.phase)).or_default() += 1;
+        }
+        let mut stats = Self {
+            sessions: sessions.into_iter().map(|((p, ph), n)| (p, ph, n)).collect(),
+            ..Self::default()
+        };
+        for pool in state.pools() {
+            let c = state.counts(&pool.name);
+            let name = pool.name.to_string();
+            stats.queues.push((name.clone(), c.queued as u64));
+            for (kind, n) in [
+                ("warm", c.warm),
+                ("starting", c.starting_unclaimed + c.starting_reserved),
+                ("in_use", c.in_use),
+                ("stopping", c.stopping),
+            ] {
+                stats.workstations.push((name.clone(), kind, n as u64));
+            }
+        }
+        stats
+    }
+}
+
 /// The in-memory session service over a backend.
 pub struct Engine {
     state: Mutex<State>,
@@ -59,7 +87,12 @@ pub struct Engine {
     ready: AtomicBool,
     /// Builds owners' connect URLs (the gateway's ticketed links); none: no connect URLs.
     links: OnceLock<Arc<dyn ConnectLinks>>,
+    /// The most recent scaling and culling decisions per pool, oldest first.
+    decisions: Mutex<BTreeMap<PoolName, VecDeque<Decision>>>,
 }
+
+/// Decisions kept per pool for `GET /api/v1/pools/{name}/decisions`.
+pub const DECISIONS_KEPT: usize = 200;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -91,6 +124,7 @@ impl Engine {
             policy,
             ready: AtomicBool::new(false),
             links: OnceLock::new(),
+            decisions: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -102,6 +136,18 @@ impl Engine {
     /// `session` as `caller` sees it (a connect URL for the owner of a Ready session).
     fn view(&self, state: &State, session: &Session, caller: &Caller) -> SessionView {
         SessionView::for_viewer(state, session, caller, self.links.get().map(|l| l.as_ref()))
+            .with_estimated_wait(state, session, self.clock.now())
+    }
+
+    /// Keeps `decision` in its pool's ring and logs it.
+    fn record(&self, decision: &Decision) {
+        tracing::info!(pool = %decision.pool, kind = ?decision.kind, "{}", decision.reason);
+        let mut rings = self.decisions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let ring = rings.entry(decision.pool.clone()).or_default();
+        if ring.len() == DECISIONS_KEPT {
+            ring.pop_front();
+        }
+        ring.push_back(decision.clone());
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -133,6 +179,7 @@ impl Engine {
                     }
                 }
                 Action::StopWorkstation { workstation } => self.backend.stop(workstation),
+                Action::Record(decision) => self.record(decision),
                 Action::Forget { .. } => continue,
                 _ => {}
             }
@@ -151,9 +198,11 @@ impl Engine {
         if self.events.receiver_count() == 0 {
             return;
         }
+        let now = self.clock.now();
         for id in touched {
             if let Some(s) = state.session(&id) {
-                let _ = self.events.send(SessionEvent { session: Arc::new(SessionView::of(state, s)) });
+                let view = SessionView::of(state, s).with_estimated_wait(state, s, now);
+                let _ = self.events.send(SessionEvent { session: Arc::new(view) });
             }
         }
     }
@@ -203,29 +252,7 @@ impl Engine {
 
     /// Counts for metrics.
     pub fn stats(&self) -> EngineStats {
-        let state = self.lock();
-        let mut sessions = std::collections::BTreeMap::<(String, SessionPhase), u64>::new();
-        for s in state.sessions() {
-            *sessions.entry((s.pool.to_string(), s.phase)).or_default() += 1;
-        }
-        let mut stats = EngineStats {
-            sessions: sessions.into_iter().map(|((p, ph), n)| (p, ph, n)).collect(),
-            ..EngineStats::default()
-        };
-        for pool in state.pools() {
-            let c = state.counts(&pool.name);
-            let name = pool.name.to_string();
-            stats.queues.push((name.clone(), c.queued as u64));
-            for (kind, n) in [
-                ("warm", c.warm),
-                ("starting", c.starting_unclaimed + c.starting_reserved),
-                ("in_use", c.in_use),
-                ("stopping", c.stopping),
-            ] {
-                stats.workstations.push((name.clone(), kind, n as u64));
-            }
-        }
-        stats
+        EngineStats::of(&self.lock())
     }
 
     fn visible<'a>(state: &'a State, caller: &Caller, id: &SessionId) -> Result<&'a Session, ServiceError> {
@@ -367,14 +394,33 @@ impl SessionService for Engine {
         self.ready.load(Ordering::Acquire)
     }
 
+    async fn decisions(&self, caller: &Caller, pool: &PoolName) -> Result<Vec<Decision>, ServiceError> {
+        if !caller.admin {
+            return Err(ServiceError::AdminOnly);
+        }
+        if self.lock().pool(pool).is_none() {
+            return Err(ServiceError::PoolNotFound(pool.clone()));
+        }
+        let rings = self.decisions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(rings.get(pool).map(|ring| ring.iter().rev().cloned().collect()).unwrap_or_default())
+    }
+
+    async fn record_disconnect(&self, id: &SessionId) -> Result<(), ServiceError> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        let session = state.session(id).ok_or_else(|| ServiceError::SessionNotFound(id.clone()))?;
+        if !session.phase.is_live() {
+            return Err(ServiceError::SessionEnded(id.clone()));
+        }
+        self.commit(&mut state, &[Action::Disconnect { session: id.clone() }], now);
+        Ok(())
+    }
+
     async fn connect_target(&self, id: &SessionId) -> Result<ConnectTarget, ServiceError> {
         let state = self.lock();
         let session = state.session(id).ok_or_else(|| ServiceError::SessionNotFound(id.clone()))?;
-        let endpoint = session
-            .workstation
-            .as_ref()
-            .and_then(|w| state.workstation(w))
-            .and_then(|w| w.endpoint.clone());
+        let endpoint =
+            session.workstation.as_ref().and_then(|w| state.workstation(w)).and_then(|w| w.endpoint.clone());
         Ok(ConnectTarget { user: session.user.clone(), phase: session.phase, endpoint })
     }
 

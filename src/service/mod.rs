@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 pub use views::{Availability, PoolView, SessionView};
 
 use crate::domain::{
-    Caller, Endpoint, FieldError, PoolName, PoolSpec, RequestError, SessionId, SessionPhase, UserId,
+    Caller, Decision, Endpoint, FieldError, PoolName, PoolSpec, RequestError, SessionId, SessionPhase, UserId,
 };
 
 /// A create request from the API.
@@ -114,6 +114,17 @@ pub trait SessionService: Send + Sync + 'static {
     async fn delete_pool(&self, caller: &Caller, name: &PoolName) -> Result<(), ServiceError>;
     /// Whether the service can take requests (caches synced, backend up).
     fn ready(&self) -> bool;
+    /// The pool's recent scaling and culling decisions, newest first (admins).
+    async fn decisions(&self, caller: &Caller, pool: &PoolName) -> Result<Vec<Decision>, ServiceError> {
+        let _ = pool;
+        if caller.admin { Ok(Vec::new()) } else { Err(ServiceError::AdminOnly) }
+    }
+    /// The session's last desktop connection closed (the gateway reports it); after the pool's
+    /// `reconnectGrace` without activity the session counts as idle. Activity clears it.
+    async fn record_disconnect(&self, id: &SessionId) -> Result<(), ServiceError> {
+        let _ = id;
+        Ok(())
+    }
     /// The gateway's view of a session, whoever asks (the gateway authorises by its own grant).
     async fn connect_target(&self, id: &SessionId) -> Result<ConnectTarget, ServiceError>;
     /// Records desktop traffic as activity on a Ready session (the gateway coalesces calls).

@@ -25,6 +25,10 @@ pub struct SessionView {
     /// 1-based position in the pool's queue while Queued.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<usize>,
+    /// While Queued or Starting: the estimated seconds until Ready, from the pool's recent
+    /// start times and session lengths (docs/autoscaling.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_wait_seconds: Option<u64>,
     /// When it was requested.
     #[schema(value_type = String, format = DateTime)]
     pub requested_at: Timestamp,
@@ -74,6 +78,7 @@ impl SessionView {
             pool: session.pool.to_string(),
             phase: session.phase,
             queue_position: state.queue_position(session),
+            estimated_wait_seconds: None,
             requested_at: session.requested_at,
             ready_at: session.ready_at,
             last_activity: session.last_activity,
@@ -89,6 +94,13 @@ impl SessionView {
 }
 
 impl SessionView {
+    /// Adds the estimated wait of a Queued or Starting session at `now`.
+    pub fn with_estimated_wait(mut self, state: &State, session: &Session, now: Timestamp) -> Self {
+        self.estimated_wait_seconds =
+            crate::domain::wait::estimated_wait(state, session, now).map(|d| d.as_secs());
+        self
+    }
+
     /// The view of `session` as `viewer` sees it: with a connect URL (a fresh ticket bound to the
     /// session and its owner) when the session is Ready and `viewer` owns it. Admins looking at
     /// someone else's session get no link into that desktop.

@@ -39,6 +39,9 @@ pub fn test_config(dir: &std::path::Path) -> Config {
 impl TestBroker {
     /// Starts the built-in config as adjusted by `tweak`.
     pub async fn start(tweak: impl FnOnce(&mut Config)) -> Self {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            cadbroker::telemetry::init(&filter, false);
+        }
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
         tweak(&mut config);
@@ -140,6 +143,28 @@ impl TestBroker {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("pool {pool} never had {warm} warm workstations");
+    }
+
+    /// Opens a connect URL as a browser would: the ticket is exchanged for the session cookie
+    /// (303), then the redirect is followed with it. Returns the cookie (`name=value`) and the page.
+    pub async fn open_desktop(&self, connect_url: &str) -> (String, reqwest::Response) {
+        let no_redirects = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let exchange = no_redirects.get(connect_url).send().await.expect("the gateway answers");
+        assert_eq!(exchange.status(), StatusCode::SEE_OTHER, "ticket exchange");
+        let set_cookie = exchange.headers()["set-cookie"].to_str().unwrap();
+        let cookie = set_cookie.split(';').next().unwrap().to_owned();
+        let location = exchange.headers()["location"].to_str().unwrap();
+        let page = no_redirects
+            .get(format!("{}{location}", self.base))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .expect("the desktop answers");
+        (cookie, page)
     }
 
     /// Stops the broker and its workstations.

@@ -14,7 +14,7 @@ use utoipa::{
     info(title = "cadbroker API", version = "v1",
         description = "Request GPU workstations from capacity pools. Errors are `{\"error\": {\"code\", \"message\"}}`."),
     paths(sessions::create, sessions::list, sessions::get, sessions::end, sessions::keepalive,
-        sessions::events, pools::list, pools::put, pools::delete),
+        sessions::events, pools::list, pools::put, pools::delete, pools::decisions),
     components(schemas(crate::http::error::ErrorBody, sessions::CreateSessionBody)),
     modifiers(&BearerAuth),
     tags((name = "sessions", description = "Workstation sessions"), (name = "pools", description = "Capacity pools")),

@@ -8,7 +8,7 @@ use axum::{
 use serde_json::Value;
 
 use crate::{
-    domain::{PoolName, PoolSpec},
+    domain::{Decision, PoolName, PoolSpec},
     http::{
         error::{ApiError, ApiJson, ErrorBody},
         extract::Authenticated,
@@ -74,4 +74,18 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     state.sessions.delete_pool(&caller, &PoolName(name)).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The pool's recent scaling and culling decisions, newest first (admins): each with its
+/// kind, a one-line reason ("warm 2 -> 5: schedule window …") and the inputs it was taken on.
+#[utoipa::path(get, path = "/api/v1/pools/{name}/decisions", tag = "pools",
+    params(("name" = String, Path, description = "Pool name")),
+    responses((status = 200, body = [Decision]), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn decisions(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Path(name): Path<String>,
+) -> Result<ApiJson<Vec<Decision>>, ApiError> {
+    Ok(ApiJson(state.sessions.decisions(&caller, &PoolName(name)).await?))
 }

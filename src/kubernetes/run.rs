@@ -1,0 +1,120 @@
+//! Starting cluster mode: a client from the configured kubeconfig (or in-cluster), a check
+//! that the CRDs are installed, the watch caches, the lease and the allocator.
+
+use std::sync::Arc;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{Api, Client, Config, config::{KubeConfigOptions, Kubeconfig}};
+use thiserror::Error;
+use tokio::{sync::watch, task::JoinSet};
+
+use super::{
+    controller::{self, WriteCounters},
+    execute::Writer,
+    lease::{self, LeaseConfig},
+    service::{KubeSessionService, ServiceSettings},
+    store::Stores,
+};
+use crate::{
+    config::{BrokerConfig, KubernetesConfig},
+    metrics::StatsSource,
+    service::engine::{EnginePolicy, EngineStats},
+    shutdown::Shutdown,
+};
+
+/// Why cluster mode could not start.
+#[derive(Debug, Error)]
+pub enum KubeStartError {
+    /// No usable kubeconfig or in-cluster credentials.
+    #[error("failed to configure the Kubernetes client: {0}")]
+    Config(String),
+    /// The API server did not answer.
+    #[error("failed to reach the Kubernetes API server: {0}")]
+    Unreachable(String),
+    /// A CRD is missing.
+    #[error("the CRD {0} is not installed: install charts/cadbroker-crds (or `cadbroker crds | kubectl apply --server-side -f -`)")]
+    MissingCrd(String),
+}
+
+/// A Kubernetes client for `cfg`.
+pub async fn client(cfg: &KubernetesConfig) -> Result<Client, KubeStartError> {
+    let config = match &cfg.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| KubeStartError::Config(format!("{}: {e}", path.display())))?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| KubeStartError::Config(e.to_string()))?
+        }
+        None => Config::infer().await.map_err(|e| KubeStartError::Config(e.to_string()))?,
+    };
+    Client::try_from(config).map_err(|e| KubeStartError::Config(e.to_string()))
+}
+
+/// Fails with an install hint unless every CRD exists.
+pub async fn check_crds(client: &Client) -> Result<(), KubeStartError> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for name in ["capacitypools.cadbroker.io", "workstationsessions.cadbroker.io"] {
+        match crds.get_opt(name).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(KubeStartError::MissingCrd(name.into())),
+            Err(e) => return Err(KubeStartError::Unreachable(e.to_string())),
+        }
+    }
+    Ok(())
+}
+
+/// Starts the caches, the lease and the allocator; returns the API's service.
+pub async fn start(
+    cfg: &KubernetesConfig,
+    broker: &BrokerConfig,
+    policy: EnginePolicy,
+    tasks: &mut JoinSet<()>,
+    shutdown: Shutdown,
+) -> Result<(Arc<KubeSessionService>, Arc<WriteCounters>), KubeStartError> {
+    let client = client(cfg).await?;
+    check_crds(&client).await?;
+    let stores = Stores::start(&client, &cfg.namespace, tasks);
+    let settings = ServiceSettings {
+        create_wait: cfg.create_wait,
+        max_sessions_per_user: broker.max_sessions_per_user,
+        activity_interval: cfg.activity_interval,
+    };
+    let service = KubeSessionService::new(&client, &cfg.namespace, stores.clone(), settings);
+    let (leading_tx, leading) = watch::channel(false);
+    let identity = format!("{}-{}", hostname(), std::process::id());
+    let lease_cfg = LeaseConfig { name: cfg.lease_name.clone(), identity, duration: cfg.lease_duration };
+    tasks.spawn(lease::run(client.clone(), cfg.namespace.clone(), lease_cfg, leading_tx, shutdown.clone()));
+    let counters = Arc::new(WriteCounters::default());
+    let writer = Writer::new(&client, &cfg.namespace);
+    tasks.spawn(controller::run(
+        stores,
+        writer,
+        cfg.namespace.clone(),
+        policy,
+        broker.reconcile_interval,
+        leading,
+        counters.clone(),
+        shutdown,
+    ));
+    Ok((service, counters))
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_owned()))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "cadbroker".into())
+}
+
+impl std::fmt::Debug for KubeSessionService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeSessionService").finish_non_exhaustive()
+    }
+}
+
+impl StatsSource for KubeSessionService {
+    fn stats(&self) -> EngineStats {
+        EngineStats::of(&self.state())
+    }
+}
