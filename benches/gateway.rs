@@ -400,6 +400,49 @@ impl Target {
         let (ws, _) = tokio_tungstenite::connect_async(self.request()).await?;
         Ok(ws)
     }
+
+    /// The upgrade request as bytes, for the connection-rate phase's minimal client (a fixed
+    /// `Sec-WebSocket-Key` is fine: each handshake is still complete and checked).
+    fn raw_request(&self) -> (SocketAddr, Vec<u8>) {
+        let rest = self.url.strip_prefix("ws://").expect("a ws:// URL");
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let mut head = format!(
+            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        );
+        for (name, value) in [("Origin", &self.origin), ("Cookie", &self.cookie)] {
+            if let Some(v) = value {
+                head.push_str(&format!("{name}: {v}\r\n"));
+            }
+        }
+        head.push_str("\r\n");
+        (authority.parse().expect("host:port"), head.into_bytes())
+    }
+}
+
+/// One WebSocket handshake with a minimal client: connect, send the upgrade, read the answer's
+/// head, check it is `101` with the expected accept key; then close.
+async fn handshake_once(addr: SocketAddr, request: &[u8]) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    tcp.write_all(request).await?;
+    let mut buf = [0u8; 2048];
+    let mut len = 0;
+    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tcp.read(&mut buf[len..]).await?;
+        if n == 0 || len + n == buf.len() {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        len += n;
+    }
+    let head = &buf[..len];
+    // The accept key of the fixed request key (RFC 6455 §1.3's example).
+    let accepted = head.windows(28).any(|w| w == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    if !head.starts_with(b"HTTP/1.1 101") || !accepted {
+        return Err(std::io::Error::other(String::from_utf8_lossy(head).into_owned()));
+    }
+    Ok(())
 }
 
 #[derive(Default, Clone)]
@@ -485,12 +528,12 @@ async fn connects(t: &Arc<Target>, plan: Plan) -> (f64, u64, Option<f64>) {
     let until = started + plan.connect_time;
     let mut tasks = Vec::new();
     for _ in 0..plan.connect_concurrency {
-        let (t, done, errors, stop) = (t.clone(), done.clone(), errors.clone(), stop.clone());
+        let (done, errors, stop) = (done.clone(), errors.clone(), stop.clone());
+        let (addr, request) = t.raw_request();
         tasks.push(tokio::spawn(async move {
             while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-                match t.connect().await {
-                    Ok(ws) => {
-                        drop(ws);
+                match handshake_once(addr, &request).await {
+                    Ok(()) => {
                         if done.fetch_add(1, Ordering::Relaxed) + 1 >= plan.connect_max {
                             stop.store(true, Ordering::Relaxed);
                         }

@@ -69,6 +69,9 @@ impl Running {
 }
 
 /// Starts everything described by `config`.
+/// Installs the gateway's link builder into the session service.
+type SetLinks = Box<dyn Fn(Arc<dyn ConnectLinks>)>;
+
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let Config { server, broker, backend, auth, gateway, pools } = config;
     let auth = Arc::new(Authenticator::new(&auth).await?);
@@ -79,29 +82,33 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let clock = Arc::new(SystemClock);
     let mut tasks = JoinSet::new();
-    let (engine, sessions, metrics, links): (_, Arc<dyn SessionService>, _, Box<dyn Fn(Arc<dyn ConnectLinks>)>) =
-        match backend.kind {
-            BackendKind::Simulated => {
-                let (observations, observed) = mpsc::unbounded_channel();
-                let sim = &backend.simulated;
-                let backend: Arc<dyn Backend> =
-                    Arc::new(SimulatedBackend::new(&sim.nodes, sim.start_delay, observations));
-                let engine = Engine::new(pools, backend, clock.clone(), policy);
-                let interval = broker.reconcile_interval;
-                tasks.spawn(controller::run(engine.clone(), observed, interval, shutdown.clone()));
-                let metrics = Arc::new(Metrics::new(engine.clone()));
-                let e = engine.clone();
-                (Some(engine.clone()), engine as Arc<dyn SessionService>, metrics, Box::new(move |l| e.set_connect_links(l)))
-            }
-            BackendKind::Kubernetes => {
-                let k8s = &backend.kubernetes;
-                let (service, _writes) =
-                    crate::kubernetes::run::start(k8s, &broker, policy, &mut tasks, shutdown.clone()).await?;
-                let metrics = Arc::new(Metrics::new(service.clone()));
-                let s = service.clone();
-                (None, service as Arc<dyn SessionService>, metrics, Box::new(move |l| s.set_connect_links(l)))
-            }
-        };
+    let (engine, sessions, metrics, links): (_, Arc<dyn SessionService>, _, SetLinks) = match backend.kind {
+        BackendKind::Simulated => {
+            let (observations, observed) = mpsc::unbounded_channel();
+            let sim = &backend.simulated;
+            let backend: Arc<dyn Backend> =
+                Arc::new(SimulatedBackend::new(&sim.nodes, sim.start_delay, observations));
+            let engine = Engine::new(pools, backend, clock.clone(), policy);
+            let interval = broker.reconcile_interval;
+            tasks.spawn(controller::run(engine.clone(), observed, interval, shutdown.clone()));
+            let metrics = Arc::new(Metrics::new(engine.clone()));
+            let e = engine.clone();
+            (
+                Some(engine.clone()),
+                engine as Arc<dyn SessionService>,
+                metrics,
+                Box::new(move |l| e.set_connect_links(l)),
+            )
+        }
+        BackendKind::Kubernetes => {
+            let k8s = &backend.kubernetes;
+            let (service, _writes) =
+                crate::kubernetes::run::start(k8s, &broker, policy, &mut tasks, shutdown.clone()).await?;
+            let metrics = Arc::new(Metrics::new(service.clone()));
+            let s = service.clone();
+            (None, service as Arc<dyn SessionService>, metrics, Box::new(move |l| s.set_connect_links(l)))
+        }
+    };
     let state = AppState {
         sessions: sessions.clone(),
         auth,

@@ -232,13 +232,16 @@ impl Config {
         if self.backend.kind == BackendKind::Kubernetes {
             let k = &self.backend.kubernetes;
             if crate::domain::names::check_dns_label(&k.namespace).is_err() {
-                problems.push(format!("backend.kubernetes.namespace: '{}' is not a namespace name", k.namespace));
+                problems
+                    .push(format!("backend.kubernetes.namespace: '{}' is not a namespace name", k.namespace));
             }
             if k.lease_duration < Duration::from_secs(3) {
                 problems.push("backend.kubernetes.leaseDuration: must be at least 3s".to_owned());
             }
             if !self.pools.is_empty() {
-                problems.push("pools: in kubernetes mode pools are CapacityPool objects; remove [[pools]]".to_owned());
+                problems.push(
+                    "pools: in kubernetes mode pools are CapacityPool objects; remove [[pools]]".to_owned(),
+                );
             }
             return;
         }

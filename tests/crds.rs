@@ -2,10 +2,16 @@
 
 #[test]
 fn the_committed_crds_match_the_code() {
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/charts/cadbroker-crds/templates/crds.yaml"))
-        .expect("charts/cadbroker-crds/templates/crds.yaml exists");
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/charts/cadbroker-crds/templates/crds.yaml"
+    ))
+    .expect("charts/cadbroker-crds/templates/crds.yaml exists");
     let generated = cadbroker::crd::crds_yaml().unwrap();
-    assert!(committed == generated, "the committed CRDs are stale: run `make generate` and commit the result");
+    assert!(
+        committed == generated,
+        "the committed CRDs are stale: run `make generate` and commit the result"
+    );
 }
 
 #[test]

@@ -9,7 +9,6 @@ mod common;
 use std::time::Duration;
 
 use cadbroker::{
-
     config::{BackendKind, Config},
     crd::{CapacityPool, WorkstationSession},
 };
@@ -36,14 +35,20 @@ async fn client() -> Client {
 
 /// A fresh namespace, and the CRDs installed (server-side apply, idempotent).
 async fn temp_namespace(client: &Client) -> String {
-    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
-        Api::all(client.clone());
+    let crds: Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = Api::all(client.clone());
     for crd in cadbroker::crd::all_crds() {
         let name = crd.metadata.name.clone().unwrap();
         crds.patch(&name, &PatchParams::apply("cadbroker-tests").force(), &Patch::Apply(&crd)).await.unwrap();
     }
     for _ in 0..50 {
-        let ok = crds.get("workstationsessions.cadbroker.io").await.ok().and_then(|c| c.status).and_then(|s| s.conditions)
+        let ok = crds
+            .get("workstationsessions.cadbroker.io")
+            .await
+            .ok()
+            .and_then(|c| c.status)
+            .and_then(|s| s.conditions)
             .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
         if ok {
             break;
@@ -51,12 +56,23 @@ async fn temp_namespace(client: &Client) -> String {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let name = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let ns = Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+    let ns = Namespace {
+        metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+        ..Default::default()
+    };
     Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
     name
 }
 
-async fn create_pool(client: &Client, ns: &str, name: &str, max: u32, warm: u32, gpus: u32, start_delay: &str) {
+async fn create_pool(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    max: u32,
+    warm: u32,
+    gpus: u32,
+    start_delay: &str,
+) {
     let pool: CapacityPool = serde_json::from_value(json!({
         "apiVersion": "cadbroker.io/v1alpha1", "kind": "CapacityPool",
         "metadata": { "name": name, "namespace": ns },
@@ -101,7 +117,11 @@ async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
 }
 
 async fn running_pods(client: &Client, ns: &str) -> usize {
-    pods(client, ns).await.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).count()
+    pods(client, ns)
+        .await
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .count()
 }
 
 #[tokio::test]
@@ -201,8 +221,10 @@ async fn a_restarted_broker_rebuilds_from_the_cluster_without_orphans_or_double_
     }
     wait_until("the warm buffer is back", async || running_pods(&client, &ns).await == 5).await;
     let pods = pods(&client, &ns).await;
-    let mut holders: Vec<String> =
-        pods.iter().filter_map(|p| p.metadata.labels.as_ref()?.get("cadbroker.io/session").cloned()).collect();
+    let mut holders: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.metadata.labels.as_ref()?.get("cadbroker.io/session").cloned())
+        .collect();
     holders.sort();
     let mut expected = ids.clone();
     expected.sort();
@@ -230,11 +252,13 @@ async fn two_brokers_racing_give_exactly_one_pod_per_session() {
     }
     let pods = pods(&client, &ns).await;
     for (_, id) in &ids {
-        let n = pods.iter().filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get("cadbroker.io/session")) == Some(id)).count();
+        let n = pods
+            .iter()
+            .filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get("cadbroker.io/session")) == Some(id))
+            .count();
         assert_eq!(n, 1, "session {id} holds {n} pods");
     }
     one.stop().await;
     two.stop().await;
     Api::<Namespace>::all(client).delete(&ns, &DeleteParams::default()).await.unwrap();
 }
-

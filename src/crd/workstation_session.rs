@@ -24,7 +24,7 @@ use crate::domain::{EndReason, SessionPhase, Warning};
     printcolumn(name = "Node", type_ = "string", json_path = ".status.node"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     selectable = ".spec.user",
-    selectable = ".spec.pool",
+    selectable = ".spec.pool"
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WorkstationSessionSpec {

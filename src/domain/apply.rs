@@ -5,11 +5,8 @@
 use jiff::Timestamp;
 
 use super::{
-    Decision, EndReason, PoolName, PoolSpec, Session, SessionId, SessionPhase, State, Warning,
-    WorkstationId, WorkstationPhase,
-    memory::ScaleMemory,
-    session::Workstation,
-    time::elapsed,
+    Decision, EndReason, PoolName, PoolSpec, Session, SessionId, SessionPhase, State, Warning, WorkstationId,
+    WorkstationPhase, memory::ScaleMemory, session::Workstation, time::elapsed,
 };
 
 /// One step a decision asks for.

@@ -181,22 +181,24 @@ pub fn plan(pool: &PoolSpec, memory: &PoolMemory, counts: &PoolCounts, now: Time
     let held = memory.scale();
     let cooldown = pool.autoscale.scale_down_cooldown;
     let raw = eval.warm;
+    let level = |warm, below, hold_recorded| Some(ScaleMemory { warm, below, hold_recorded });
     let (remember, kind) = match held.below {
-        _ if raw > held.warm => (Some(ScaleMemory { warm: raw, below: None }), Some(DecisionKind::ScaleUp)),
-        Some(_) if raw == held.warm => (Some(ScaleMemory { warm: raw, below: None }), None),
+        _ if raw > held.warm => (level(raw, None, false), Some(DecisionKind::ScaleUp)),
+        // Back at the level: the cooldown starts again when the target next falls.
+        Some(_) if raw == held.warm => (level(raw, None, held.hold_recorded), None),
         _ if raw == held.warm => (None, None),
-        _ if cooldown.is_zero() => {
-            (Some(ScaleMemory { warm: raw, below: None }), Some(DecisionKind::ScaleDown))
+        _ if cooldown.is_zero() => (level(raw, None, false), Some(DecisionKind::ScaleDown)),
+        // The target fell: hold the level for the cooldown, recorded once per level.
+        None => {
+            let kind = (!held.hold_recorded).then_some(DecisionKind::Hold);
+            (level(held.warm, Some((now, raw)), true), kind)
         }
-        None => (Some(ScaleMemory { warm: held.warm, below: Some((now, raw)) }), Some(DecisionKind::Hold)),
         Some((since, peak)) if elapsed(since, now) >= cooldown => {
             let warm = peak.max(raw);
             let below = (raw < warm).then_some((now, raw));
-            (Some(ScaleMemory { warm, below }), Some(DecisionKind::ScaleDown))
+            (level(warm, below, below.is_some()), Some(DecisionKind::ScaleDown))
         }
-        Some((since, peak)) if raw > peak => {
-            (Some(ScaleMemory { warm: held.warm, below: Some((since, raw)) }), None)
-        }
+        Some((since, peak)) if raw > peak => (level(held.warm, Some((since, raw)), true), None),
         Some(_) => (None, None),
     };
     let warm = remember.as_ref().map_or(held.warm, |m| m.warm);
@@ -217,11 +219,11 @@ fn decide(
     let why = explain(pool, eval);
     let reason = match kind {
         DecisionKind::Hold => format!(
-            "warm {} kept until {}: target fell to {} ({why}); cooldown {}",
+            "warm {} kept for the {} cooldown (until {}): target fell to {} ({why})",
             held.warm,
+            humantime::format_duration(cooldown),
             after(now, cooldown),
-            eval.warm,
-            humantime::format_duration(cooldown)
+            eval.warm
         ),
         DecisionKind::ScaleDown if !cooldown.is_zero() => format!(
             "warm {} -> {warm} after the {} cooldown: {why}",
@@ -256,8 +258,9 @@ fn explain(pool: &PoolSpec, eval: &Evaluation) -> String {
     let start = humantime::format_duration(Duration::from_secs(eval.start.as_secs()));
     if eval.demand_warm > eval.schedule_warm {
         return format!(
-            "demand, {} requests in the last {}; {}% instant over a {start} start needs {}",
+            "demand, {} request{} in the last {}; {}% instant over a {start} start needs {}",
             eval.arrivals,
+            if eval.arrivals == 1 { "" } else { "s" },
             humantime::format_duration(a.demand_window),
             a.instant_percent,
             eval.demand_warm
@@ -355,7 +358,8 @@ mod tests {
     #[test]
     fn a_lower_target_waits_for_the_cooldown_then_takes_the_highest_target_seen() {
         let pool = mk_pool("p", 0, 10, 2);
-        let mut memory = PoolMemory { scale: ScaleMemory { warm: 6, below: None }, ..PoolMemory::default() };
+        let scale = ScaleMemory { warm: 6, below: None, hold_recorded: false };
+        let mut memory = PoolMemory { scale, ..PoolMemory::default() };
         let counts = PoolCounts::default();
         let p1 = plan(&pool, &memory, &counts, t(0));
         assert_eq!(p1.target.warm, 6, "held");

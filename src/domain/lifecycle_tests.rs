@@ -175,7 +175,7 @@ fn a_schedule_prewarms_before_its_window_and_lowers_after_the_cooldown_with_reas
         [
             "Tue 06:00 +01:00 warm 0 -> 1: default buffer (capacity.warm 1)",
             "Tue 07:28 +01:00 warm 1 -> 5: schedule window weekday-peak Mon-Fri 07:30-18:00 Europe/Amsterdam opens within the 2m start time",
-            "Tue 18:00 +01:00 warm 5 kept until 2026-03-10T17:10:00Z: target fell to 1 (default buffer (capacity.warm 1)); cooldown 10m",
+            "Tue 18:00 +01:00 warm 5 kept for the 10m cooldown (until 2026-03-10T17:10:00Z): target fell to 1 (default buffer (capacity.warm 1))",
             "Tue 18:10 +01:00 warm 5 -> 1 after the 10m cooldown: default buffer (capacity.warm 1)",
         ]
     );

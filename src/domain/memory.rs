@@ -28,6 +28,9 @@ pub struct ScaleMemory {
     /// Since when the computed target has been below `warm`, and the highest target seen
     /// since then; `None` while the target is at or above `warm`.
     pub below: Option<(Timestamp, u32)>,
+    /// Whether holding this level was already recorded as a decision (once per level, so a
+    /// target bouncing around the level does not flood the record).
+    pub hold_recorded: bool,
 }
 
 /// Recent history of one pool.
@@ -67,7 +70,7 @@ impl PoolMemory {
         arrivals: VecDeque::new(),
         starts: VecDeque::new(),
         holds: VecDeque::new(),
-        scale: ScaleMemory { warm: 0, below: None },
+        scale: ScaleMemory { warm: 0, below: None, hold_recorded: false },
     };
 
     /// Records a request at `now`, forgetting arrivals older than `keep`.

@@ -81,7 +81,9 @@ impl<'de> Deserialize<'de> for Zone {
 }
 
 /// A day of the week, written `Mon` … `Sun` (full English names are accepted too).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema, JsonSchema,
+)]
 #[allow(missing_docs)] // the names say it
 pub enum Day {
     #[serde(alias = "Monday", alias = "mon", alias = "monday")]

@@ -7,7 +7,20 @@ use utoipa::ToSchema;
 use super::{PoolName, SessionId, UserId, WorkstationId};
 
 /// Where a session is in its life. `Ended` and `Failed` are terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema, schemars::JsonSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    schemars::JsonSchema,
+)]
 pub enum SessionPhase {
     /// Waiting for capacity in a full pool.
     Queued,

@@ -463,6 +463,30 @@ mod tests {
     }
 
     #[test]
+    fn the_answer_head_is_parsed_and_what_follows_it_kept() {
+        let partial = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n";
+        assert!(parse_answer(partial).unwrap().is_none());
+        let full = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: x\r\n\r\n\x81\x02hi";
+        let answer = parse_answer(full).unwrap().unwrap();
+        assert_eq!(answer.status, StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(answer.headers["sec-websocket-accept"], "x");
+        assert_eq!(&answer.rest[..], b"\x81\x02hi");
+        assert!(parse_answer(b"NOT HTTP\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn the_request_head_is_http_1_1_in_origin_form() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("127.0.0.1:6080"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let head = String::from_utf8(request_head("/websockify?a=1", &headers)).unwrap();
+        assert_eq!(
+            head,
+            "GET /websockify?a=1 HTTP/1.1\r\nhost: 127.0.0.1:6080\r\nupgrade: websocket\r\n\r\n"
+        );
+    }
+
+    #[test]
     fn upgrades_are_recognised_by_their_tokens() {
         let mut h = HeaderMap::new();
         h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));

@@ -23,14 +23,19 @@ pub fn pass(snapshot: &Snapshot, namespace: &str, policy: EnginePolicy, now: Tim
         // The API replica that wrote the intent checked pool access with the caller's token;
         // the allocator does not see groups, so it places the request as authorised.
         let caller = Caller { user: intent.user.clone(), groups: None, admin: true };
-        let req = NewSession { id: intent.id.clone(), pool: intent.pool.clone(), idempotency_key: intent.idempotency_key };
+        let req = NewSession {
+            id: intent.id.clone(),
+            pool: intent.pool.clone(),
+            idempotency_key: intent.idempotency_key,
+        };
         match decide_request(&state, &caller, &req, policy.request, intent.requested_at) {
             Ok(RequestDecision::Existing(_)) => duplicates.push(intent.id.to_string()),
             Ok(RequestDecision::Create(actions)) => actions.iter().for_each(|a| apply(&mut state, a, now)),
             Err(refused) => {
                 // Refused after the API accepted it (the pool went away, a race on the user's
                 // cap): record it as Failed with the reason, so the user is told.
-                let mut session = Session::new(intent.id.clone(), intent.user, intent.pool, intent.requested_at, None);
+                let mut session =
+                    Session::new(intent.id.clone(), intent.user, intent.pool, intent.requested_at, None);
                 session.phase = SessionPhase::Queued;
                 apply(&mut state, &Action::CreateSession(Box::new(session)), now);
                 let fail = Action::FailSession {

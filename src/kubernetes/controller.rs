@@ -27,17 +27,25 @@ pub struct WriteCounters {
     pub failed: AtomicU64,
 }
 
-/// Runs the allocator until shutdown.
-pub async fn run(
-    stores: Stores,
-    writer: Writer,
-    namespace: String,
-    policy: EnginePolicy,
-    interval: Duration,
-    mut leading: watch::Receiver<bool>,
-    counters: Arc<WriteCounters>,
-    mut shutdown: Shutdown,
-) {
+/// What the allocator works with.
+pub struct Allocator {
+    /// The watch caches.
+    pub stores: Stores,
+    /// Writes to the cluster.
+    pub writer: Writer,
+    /// Namespace of everything.
+    pub namespace: String,
+    /// Domain policies.
+    pub policy: EnginePolicy,
+    /// Pass at least this often.
+    pub interval: Duration,
+    /// Write counts.
+    pub counters: Arc<WriteCounters>,
+}
+
+/// Runs the allocator until shutdown, passing only while `leading`.
+pub async fn run(allocator: Allocator, mut leading: watch::Receiver<bool>, mut shutdown: Shutdown) {
+    let Allocator { stores, writer, namespace, policy, interval, counters } = allocator;
     tracing::debug!("allocator starting");
     let mut changes = stores.changes();
     stores.wait_ready().await;

@@ -37,8 +37,18 @@ pub struct Writer {
     pools: Api<CapacityPool>,
 }
 
-const STATUS_FIELDS: [&str; 10] =
-    ["phase", "pod", "node", "queuePosition", "readyAt", "lastActivity", "warning", "endedAt", "endReason", "message"];
+const STATUS_FIELDS: [&str; 10] = [
+    "phase",
+    "pod",
+    "node",
+    "queuePosition",
+    "readyAt",
+    "lastActivity",
+    "warning",
+    "endedAt",
+    "endReason",
+    "message",
+];
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
@@ -56,9 +66,9 @@ impl Writer {
 
     /// Executes `writes` in two waves.
     pub async fn execute(&self, writes: Vec<Write>) -> Outcome {
-        let (pod_writes, rest): (Vec<_>, Vec<_>) = writes
-            .into_iter()
-            .partition(|w| matches!(w, Write::CreatePod { .. } | Write::ClaimPod { .. } | Write::DeletePod { .. }));
+        let (pod_writes, rest): (Vec<_>, Vec<_>) = writes.into_iter().partition(|w| {
+            matches!(w, Write::CreatePod { .. } | Write::ClaimPod { .. } | Write::DeletePod { .. })
+        });
         let mut outcome = Outcome::default();
         let results: Vec<(Option<String>, bool)> =
             stream::iter(pod_writes).map(|w| self.pod_write(w)).buffer_unordered(CONCURRENCY).collect().await;
@@ -81,7 +91,8 @@ impl Writer {
                 _ => true,
             })
             .collect();
-        let results: Vec<bool> = stream::iter(rest).map(|w| self.other_write(w)).buffer_unordered(CONCURRENCY).collect().await;
+        let results: Vec<bool> =
+            stream::iter(rest).map(|w| self.other_write(w)).buffer_unordered(CONCURRENCY).collect().await;
         for ok in results {
             if ok { outcome.done += 1 } else { outcome.failed += 1 }
         }
@@ -118,7 +129,10 @@ impl Writer {
                 (Some(name), result.is_ok())
             }
             Write::DeletePod { name, uid } => {
-                let dp = DeleteParams { preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }), ..Default::default() };
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
+                    ..Default::default()
+                };
                 let result = self.pods.delete(&name, &dp).await;
                 let ok = match &result {
                     Ok(_) => true,
@@ -145,12 +159,16 @@ impl Writer {
                     }
                 }
                 let patch = json!({ "status": value });
-                let r = self.sessions.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+                let r =
+                    self.sessions.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
                 ("session_status", r.map(|_| ()))
             }
             Write::DeleteSession { name } => {
                 let r = self.sessions.delete(&name, &DeleteParams::default()).await;
-                ("delete_session", r.map(|_| ()).or_else(|e| if is_status(&e, 404) { Ok(()) } else { Err(e) }))
+                (
+                    "delete_session",
+                    r.map(|_| ()).or_else(|e| if is_status(&e, 404) { Ok(()) } else { Err(e) }),
+                )
             }
             Write::PoolStatus { name, status } => {
                 let patch = json!({ "status": status });

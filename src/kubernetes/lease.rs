@@ -43,10 +43,7 @@ fn decide(lease: Option<&Lease>, me: &str, duration: Duration, now: Timestamp) -
         return Step::Renew;
     }
     let held_for = spec.lease_duration_seconds.map_or(duration, |s| Duration::from_secs(s.max(1) as u64));
-    let expired = spec
-        .renew_time
-        .as_ref()
-        .is_none_or(|t| crate::domain::time::after(t.0, held_for) < now);
+    let expired = spec.renew_time.as_ref().is_none_or(|t| crate::domain::time::after(t.0, held_for) < now);
     if spec.holder_identity.is_none() || expired { Step::TakeOver } else { Step::Follow }
 }
 
@@ -62,7 +59,13 @@ fn spec_for(me: &str, duration: Duration, now: Timestamp, transitions: i32) -> L
 }
 
 /// Competes for the lease until shutdown, publishing whether we lead on `leading`.
-pub async fn run(client: Client, namespace: String, cfg: LeaseConfig, leading: watch::Sender<bool>, mut shutdown: Shutdown) {
+pub async fn run(
+    client: Client,
+    namespace: String,
+    cfg: LeaseConfig,
+    leading: watch::Sender<bool>,
+    mut shutdown: Shutdown,
+) {
     let api: Api<Lease> = Api::namespaced(client, &namespace);
     let every = cfg.duration / 3;
     loop {

@@ -65,7 +65,13 @@ pub fn session_status(state: &State, s: &Session) -> WorkstationSessionStatus {
 
 /// Everything to write so that the cluster matches `desired`. `duplicates` are session objects
 /// to delete because they repeat a live session.
-pub fn plan(desired: &State, snapshot: &Snapshot, namespace: &str, duplicates: &[String], now: Timestamp) -> Vec<Write> {
+pub fn plan(
+    desired: &State,
+    snapshot: &Snapshot,
+    namespace: &str,
+    duplicates: &[String],
+    now: Timestamp,
+) -> Vec<Write> {
     let pods: HashMap<&str, &Pod> =
         snapshot.pods.iter().filter_map(|p| Some((p.metadata.name.as_deref()?, p.as_ref()))).collect();
     let session_uids: HashMap<&str, &str> = snapshot
@@ -85,7 +91,9 @@ pub fn plan(desired: &State, snapshot: &Snapshot, namespace: &str, duplicates: &
                 let Some(pool) = pools.get(ws.pool.as_str()) else { continue };
                 let owner = match &ws.session {
                     Some(s) => match session_uids.get(s.as_str()) {
-                        Some(uid) => Owner { kind: "WorkstationSession", name: s.to_string(), uid: uid.to_string() },
+                        Some(uid) => {
+                            Owner { kind: "WorkstationSession", name: s.to_string(), uid: uid.to_string() }
+                        }
                         None => continue,
                     },
                     None => Owner {
@@ -120,7 +128,11 @@ pub fn plan(desired: &State, snapshot: &Snapshot, namespace: &str, duplicates: &
                     writes.push(Write::ClaimPod {
                         name: name.clone(),
                         session: s.to_string(),
-                        owner: Owner { kind: "WorkstationSession", name: s.to_string(), uid: uid.to_string() },
+                        owner: Owner {
+                            kind: "WorkstationSession",
+                            name: s.to_string(),
+                            uid: uid.to_string(),
+                        },
                         resource_version: pod.metadata.resource_version.clone().unwrap_or_default(),
                     });
                 }

@@ -68,11 +68,16 @@ pub fn build_workstation_pod(input: &PodInput<'_>) -> Pod {
     spec.automount_service_account_token = Some(false);
     spec.restart_policy.get_or_insert_with(|| "Never".into());
     if let Some(model) = input.gpu_model {
-        spec.node_selector.get_or_insert_with(Default::default).entry(labels::GPU_PRODUCT.into()).or_insert(model.into());
+        spec.node_selector
+            .get_or_insert_with(Default::default)
+            .entry(labels::GPU_PRODUCT.into())
+            .or_insert(model.into());
     }
     let pod_sc = spec.security_context.get_or_insert_with(PodSecurityContext::default);
     pod_sc.run_as_non_root.get_or_insert(true);
-    pod_sc.seccomp_profile.get_or_insert_with(|| SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() });
+    pod_sc
+        .seccomp_profile
+        .get_or_insert_with(|| SeccompProfile { type_: "RuntimeDefault".into(), ..Default::default() });
     for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
         let sc = c.security_context.get_or_insert_with(SecurityContext::default);
         sc.allow_privilege_escalation.get_or_insert(false);
@@ -102,7 +107,10 @@ pub fn gpus_of(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> u32 {
         .iter()
         .filter_map(|c| c.resources.as_ref())
         .filter_map(|r| {
-            r.limits.as_ref().and_then(|l| l.get(labels::GPU_RESOURCE)).or_else(|| r.requests.as_ref().and_then(|q| q.get(labels::GPU_RESOURCE)))
+            r.limits
+                .as_ref()
+                .and_then(|l| l.get(labels::GPU_RESOURCE))
+                .or_else(|| r.requests.as_ref().and_then(|q| q.get(labels::GPU_RESOURCE)))
         })
         .filter_map(|q| q.0.parse::<u32>().ok())
         .sum()

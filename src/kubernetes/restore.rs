@@ -11,8 +11,8 @@ use super::{labels, pod::gpus_of};
 use crate::{
     crd::{CapacityPool, WorkstationSession},
     domain::{
-        Action, EndReason, Endpoint, Observation, PoolName, apply, observe, PoolSpec, Session, SessionId, SessionPhase, State, UserId, Workstation,
-        WorkstationId, WorkstationPhase,
+        Action, EndReason, Endpoint, Observation, PoolName, PoolSpec, Session, SessionId, SessionPhase,
+        State, UserId, Workstation, WorkstationId, WorkstationPhase, apply, observe,
     },
 };
 
@@ -106,7 +106,8 @@ pub fn workstation_of(pod: &Pod, pools: &HashMap<String, PoolSpec>) -> Option<Wo
         phase,
         session: labels.get(labels::SESSION).map(|s| SessionId(s.clone())),
         node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-        endpoint: (phase == WorkstationPhase::Ready).then(|| Endpoint { host: ip.clone().unwrap_or_default(), port }),
+        endpoint: (phase == WorkstationPhase::Ready)
+            .then(|| Endpoint { host: ip.clone().unwrap_or_default(), port }),
         created_at: created,
         ready_at: (phase == WorkstationPhase::Ready).then_some(created),
         message,
@@ -132,7 +133,9 @@ pub fn restore(snapshot: &Snapshot, now: Timestamp) -> Restored {
     }
     out.state.reserve_workstation_numbers(max_number + 1);
     let mut sessions: Vec<&WorkstationSession> = snapshot.sessions.iter().map(Arc::as_ref).collect();
-    sessions.sort_by(|a, b| (&a.spec.requested_at, &a.metadata.name).cmp(&(&b.spec.requested_at, &b.metadata.name)));
+    sessions.sort_by(|a, b| {
+        (&a.spec.requested_at, &a.metadata.name).cmp(&(&b.spec.requested_at, &b.metadata.name))
+    });
     for cr in sessions {
         restore_session(&mut out, cr, &held_by);
     }
@@ -224,8 +227,19 @@ fn restore_session(out: &mut Restored, cr: &WorkstationSession, held_by: &HashMa
     let workstation = pod.or_else(|| status.pod.clone().map(WorkstationId));
     let ready_at = ts(&status.ready_at).or((phase == SessionPhase::Ready).then_some(requested_at));
     let status_activity = ts(&status.last_activity).or(ready_at);
-    let annotated = cr.metadata.annotations.as_ref().and_then(|a| a.get(labels::LAST_ACTIVITY)).and_then(|s| s.parse().ok());
-    let mut session = Session::new(id.clone(), UserId(cr.spec.user.clone()), PoolName(cr.spec.pool.clone()), requested_at, cr.spec.idempotency_key.clone());
+    let annotated = cr
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(labels::LAST_ACTIVITY))
+        .and_then(|s| s.parse().ok());
+    let mut session = Session::new(
+        id.clone(),
+        UserId(cr.spec.user.clone()),
+        PoolName(cr.spec.pool.clone()),
+        requested_at,
+        cr.spec.idempotency_key.clone(),
+    );
     session.phase = phase;
     session.workstation = workstation;
     session.ready_at = ready_at;

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::{Api, Client, Config, config::{KubeConfigOptions, Kubeconfig}};
+use kube::{
+    Api, Client, Config,
+    config::{KubeConfigOptions, Kubeconfig},
+};
 use thiserror::Error;
 use tokio::{sync::watch, task::JoinSet};
 
@@ -32,7 +35,9 @@ pub enum KubeStartError {
     #[error("failed to reach the Kubernetes API server: {0}")]
     Unreachable(String),
     /// A CRD is missing.
-    #[error("the CRD {0} is not installed: install charts/cadbroker-crds (or `cadbroker crds | kubectl apply --server-side -f -`)")]
+    #[error(
+        "the CRD {0} is not installed: install charts/cadbroker-crds (or `cadbroker crds | kubectl apply --server-side -f -`)"
+    )]
     MissingCrd(String),
 }
 
@@ -40,7 +45,8 @@ pub enum KubeStartError {
 pub async fn client(cfg: &KubernetesConfig) -> Result<Client, KubeStartError> {
     let config = match &cfg.kubeconfig {
         Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| KubeStartError::Config(format!("{}: {e}", path.display())))?;
+            let kubeconfig = Kubeconfig::read_from(path)
+                .map_err(|e| KubeStartError::Config(format!("{}: {e}", path.display())))?;
             Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
                 .map_err(|e| KubeStartError::Config(e.to_string()))?
@@ -86,16 +92,15 @@ pub async fn start(
     tasks.spawn(lease::run(client.clone(), cfg.namespace.clone(), lease_cfg, leading_tx, shutdown.clone()));
     let counters = Arc::new(WriteCounters::default());
     let writer = Writer::new(&client, &cfg.namespace);
-    tasks.spawn(controller::run(
+    let allocator = controller::Allocator {
         stores,
         writer,
-        cfg.namespace.clone(),
+        namespace: cfg.namespace.clone(),
         policy,
-        broker.reconcile_interval,
-        leading,
-        counters.clone(),
-        shutdown,
-    ));
+        interval: broker.reconcile_interval,
+        counters: counters.clone(),
+    };
+    tasks.spawn(controller::run(allocator, leading, shutdown));
     Ok((service, counters))
 }
 

@@ -26,8 +26,8 @@ use crate::{
     crd::{EndRequest, WorkstationSession, WorkstationSessionSpec},
     domain::{Caller, EndReason, PoolName, PoolSpec, RequestError, Session, SessionId, SessionPhase, State},
     service::{
-        ConnectLinks, ConnectTarget, CreateSession, Created, PoolView, ServiceError, SessionEvent, SessionService,
-        SessionView,
+        ConnectLinks, ConnectTarget, CreateSession, Created, PoolView, ServiceError, SessionEvent,
+        SessionService, SessionView,
     },
 };
 
@@ -84,7 +84,13 @@ impl KubeSessionService {
             let mut state = state;
             // Requests the allocator has not decided yet show as Queued.
             for intent in intents {
-                let s = Session::new(intent.id, intent.user, intent.pool, intent.requested_at, intent.idempotency_key);
+                let s = Session::new(
+                    intent.id,
+                    intent.user,
+                    intent.pool,
+                    intent.requested_at,
+                    intent.idempotency_key,
+                );
                 state.restore_session(s);
             }
             *cached = (version, Arc::new(state));
@@ -118,7 +124,12 @@ impl KubeSessionService {
         }
     }
 
-    fn check_request(&self, state: &State, caller: &Caller, req: &CreateSession) -> Result<Option<SessionId>, ServiceError> {
+    fn check_request(
+        &self,
+        state: &State,
+        caller: &Caller,
+        req: &CreateSession,
+    ) -> Result<Option<SessionId>, ServiceError> {
         let pool = state.pool(&req.pool).ok_or_else(|| RequestError::UnknownPool(req.pool.clone()))?;
         if !pool.may_use(caller) {
             return Err(RequestError::PoolForbidden(req.pool.clone()).into());
@@ -127,7 +138,11 @@ impl KubeSessionService {
             && let Some(existing) = state.idempotent_session(&caller.user, key)
         {
             if existing.pool != req.pool {
-                return Err(RequestError::IdempotencyConflict { key: key.clone(), pool: existing.pool.clone() }.into());
+                return Err(RequestError::IdempotencyConflict {
+                    key: key.clone(),
+                    pool: existing.pool.clone(),
+                }
+                .into());
             }
             return Ok(Some(existing.id.clone()));
         }
@@ -142,7 +157,11 @@ impl KubeSessionService {
     }
 
     fn not_ready(&self) -> Result<(), ServiceError> {
-        if self.stores.is_ready() { Ok(()) } else { Err(ServiceError::Unavailable("caches are syncing".into())) }
+        if self.stores.is_ready() {
+            Ok(())
+        } else {
+            Err(ServiceError::Unavailable("caches are syncing".into()))
+        }
     }
 }
 
@@ -174,7 +193,11 @@ impl SessionService for KubeSessionService {
         }
         let id = SessionId(uuid::Uuid::new_v4().simple().to_string());
         let cr = WorkstationSession {
-            metadata: ObjectMeta { name: Some(id.to_string()), namespace: Some(self.namespace.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(id.to_string()),
+                namespace: Some(self.namespace.clone()),
+                ..Default::default()
+            },
             spec: WorkstationSessionSpec {
                 user: caller.user.to_string(),
                 pool: req.pool.to_string(),
@@ -185,14 +208,17 @@ impl SessionService for KubeSessionService {
             status: None,
         };
         self.sessions.create(&PostParams::default(), &cr).await.map_err(api_error)?;
-        let decided = |s: &State| s.session(&id).is_none_or(|x| x.phase != SessionPhase::Queued || x.workstation.is_some())
-            && s.session(&id).is_some();
+        let decided = |s: &State| {
+            s.session(&id).is_none_or(|x| x.phase != SessionPhase::Queued || x.workstation.is_some())
+                && s.session(&id).is_some()
+        };
         let state = self.wait_for(self.settings.create_wait, decided).await;
         match state.session(&id) {
             Some(session) => Ok(Created { session: self.view(&state, session, caller), created: true }),
             // The allocator deleted it as a duplicate of a live session: answer with that one.
             None => {
-                let live = state.live_session(&caller.user, &req.pool).ok_or(ServiceError::SessionNotFound(id))?;
+                let live =
+                    state.live_session(&caller.user, &req.pool).ok_or(ServiceError::SessionNotFound(id))?;
                 Ok(Created { session: self.view(&state, live, caller), created: false })
             }
         }
@@ -219,10 +245,14 @@ impl SessionService for KubeSessionService {
         let state = self.state();
         let session = Self::visible(&state, caller, id)?;
         if session.phase.is_live() {
-            let reason = if session.user == caller.user { EndReason::UserEnded } else { EndReason::AdminEnded };
+            let reason =
+                if session.user == caller.user { EndReason::UserEnded } else { EndReason::AdminEnded };
             let end = EndRequest { reason, at: Timestamp::now().to_string() };
             let patch = json!({ "spec": { "endRequested": end } });
-            self.sessions.patch(id.as_str(), &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(api_error)?;
+            self.sessions
+                .patch(id.as_str(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(api_error)?;
             let ended = |s: &State| s.session(id).is_none_or(|x| !x.phase.is_live());
             let state = self.wait_for(self.settings.create_wait, ended).await;
             if let Some(s) = state.session(id) {
@@ -255,7 +285,11 @@ impl SessionService for KubeSessionService {
 
     async fn pools(&self, caller: &Caller) -> Result<Vec<PoolView>, ServiceError> {
         let state = self.state();
-        Ok(state.pools().filter(|p| p.may_use(caller)).map(|p| PoolView::of(&state, p, caller.admin)).collect())
+        Ok(state
+            .pools()
+            .filter(|p| p.may_use(caller))
+            .map(|p| PoolView::of(&state, p, caller.admin))
+            .collect())
     }
 
     async fn put_pool(&self, caller: &Caller, spec: PoolSpec) -> Result<(PoolView, bool), ServiceError> {
@@ -277,10 +311,18 @@ impl SessionService for KubeSessionService {
             "displayName": spec.display_name, "description": spec.description, "gpuModel": spec.gpu_model,
             "capacity": spec.capacity, "access": spec.access, "limits": spec.limits, "connect": spec.connect,
         }});
-        let pools: Api<crate::crd::CapacityPool> = Api::namespaced(self.sessions.clone().into_client(), &self.namespace);
-        pools.patch(spec.name.as_str(), &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(api_error)?;
+        let pools: Api<crate::crd::CapacityPool> =
+            Api::namespaced(self.sessions.clone().into_client(), &self.namespace);
+        pools
+            .patch(spec.name.as_str(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(api_error)?;
         let name = spec.name.clone();
-        let state = self.wait_for(self.settings.create_wait, |s| s.pool(&name).is_some_and(|p| p.capacity == spec.capacity)).await;
+        let state = self
+            .wait_for(self.settings.create_wait, |s| {
+                s.pool(&name).is_some_and(|p| p.capacity == spec.capacity)
+            })
+            .await;
         let pool = state.pool(&name).ok_or_else(|| ServiceError::PoolNotFound(name.clone()))?;
         Ok((PoolView::of(&state, pool, true), false))
     }
@@ -292,7 +334,8 @@ impl SessionService for KubeSessionService {
         if self.state().pool(name).is_none() {
             return Err(ServiceError::PoolNotFound(name.clone()));
         }
-        let pools: Api<crate::crd::CapacityPool> = Api::namespaced(self.sessions.clone().into_client(), &self.namespace);
+        let pools: Api<crate::crd::CapacityPool> =
+            Api::namespaced(self.sessions.clone().into_client(), &self.namespace);
         pools.delete(name.as_str(), &DeleteParams::default()).await.map_err(api_error)?;
         Ok(())
     }
@@ -304,7 +347,8 @@ impl SessionService for KubeSessionService {
     async fn connect_target(&self, id: &SessionId) -> Result<ConnectTarget, ServiceError> {
         let state = self.state();
         let session = state.session(id).ok_or_else(|| ServiceError::SessionNotFound(id.clone()))?;
-        let endpoint = session.workstation.as_ref().and_then(|w| state.workstation(w)).and_then(|w| w.endpoint.clone());
+        let endpoint =
+            session.workstation.as_ref().and_then(|w| state.workstation(w)).and_then(|w| w.endpoint.clone());
         Ok(ConnectTarget { user: session.user.clone(), phase: session.phase, endpoint })
     }
 
@@ -315,10 +359,15 @@ impl SessionService for KubeSessionService {
             return Err(ServiceError::SessionEnded(id.clone()));
         }
         let now = Timestamp::now();
-        let recent = session.last_activity.is_some_and(|t| crate::domain::time::elapsed(t, now) < self.settings.activity_interval);
+        let recent = session
+            .last_activity
+            .is_some_and(|t| crate::domain::time::elapsed(t, now) < self.settings.activity_interval);
         if !recent {
             let patch = json!({ "metadata": { "annotations": { labels::LAST_ACTIVITY: now.to_string() } } });
-            self.sessions.patch(id.as_str(), &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(api_error)?;
+            self.sessions
+                .patch(id.as_str(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(api_error)?;
         }
         Ok(())
     }
@@ -327,4 +376,3 @@ impl SessionService for KubeSessionService {
         self.events.subscribe()
     }
 }
-

@@ -15,7 +15,10 @@ use kube::{
     },
 };
 use serde::de::DeserializeOwned;
-use tokio::{sync::{broadcast, watch}, task::JoinSet};
+use tokio::{
+    sync::{broadcast, watch},
+    task::JoinSet,
+};
 
 use super::{labels, restore::Snapshot};
 use crate::crd::{CapacityPool, WorkstationSession};
@@ -38,13 +41,28 @@ impl Stores {
         let changed = Arc::new(watch::channel(0u64).0);
         let synced = Arc::new(watch::channel(0u8).0);
         let (session_changes, _) = broadcast::channel(1024);
-        let pools = reflect(Api::namespaced(client.clone(), namespace), watcher::Config::default(), &changed, &synced, tasks, |_| {});
+        let pools = reflect(
+            Api::namespaced(client.clone(), namespace),
+            watcher::Config::default(),
+            &changed,
+            &synced,
+            tasks,
+            |_| {},
+        );
         let tx = session_changes.clone();
-        let sessions = reflect(Api::namespaced(client.clone(), namespace), watcher::Config::default(), &changed, &synced, tasks, move |s| {
-            let _ = tx.send(s);
-        });
+        let sessions = reflect(
+            Api::namespaced(client.clone(), namespace),
+            watcher::Config::default(),
+            &changed,
+            &synced,
+            tasks,
+            move |s| {
+                let _ = tx.send(s);
+            },
+        );
         let pods_cfg = watcher::Config::default().labels(&labels::managed_pods());
-        let pods = reflect(Api::namespaced(client.clone(), namespace), pods_cfg, &changed, &synced, tasks, |_| {});
+        let pods =
+            reflect(Api::namespaced(client.clone(), namespace), pods_cfg, &changed, &synced, tasks, |_| {});
         Self { pools, sessions, pods, changed, synced, session_changes }
     }
 

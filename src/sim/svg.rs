@@ -125,7 +125,7 @@ fn panel(svg: &mut String, config: &SimConfig, o: &Outcome, y0: f64, upper_max: 
             lx + 22.0,
             y0 + 35.0
         );
-        lx += 30.0 + 7.0 * name.len() as f64;
+        lx += 40.0 + 7.5 * name.len() as f64;
     }
 }
 
