@@ -225,6 +225,12 @@ fn decide(
             after(now, cooldown),
             eval.warm
         ),
+        DecisionKind::ScaleDown if warm > eval.warm => format!(
+            "warm {} -> {warm} after the {} cooldown, the highest target during it (now {}: {why})",
+            held.warm,
+            humantime::format_duration(cooldown),
+            eval.warm
+        ),
         DecisionKind::ScaleDown if !cooldown.is_zero() => format!(
             "warm {} -> {warm} after the {} cooldown: {why}",
             held.warm,

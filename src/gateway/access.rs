@@ -54,9 +54,11 @@ const FRESH_URL: &str = "get a fresh connect URL from GET /api/v1/sessions/{id}"
 /// Refuses a WebSocket upgrade whose `Origin` is missing or not allowed (403).
 pub fn check_origin(gateway: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let allowed = origin
-        .and_then(|o| super::config::normalise_origin(o).ok())
-        .is_some_and(|o| gateway.allowed_origins.contains(&o));
+    // Browsers send origins already normalised; normalise only what does not match as sent.
+    let allowed = origin.is_some_and(|o| {
+        gateway.allowed_origins.contains(o)
+            || super::config::normalise_origin(o).is_ok_and(|o| gateway.allowed_origins.contains(&o))
+    });
     if allowed {
         Ok(())
     } else {
@@ -132,7 +134,7 @@ fn cookie_grant(
         &format!("Open this desktop from its connect URL; {FRESH_URL}."),
     );
     for value in cookie::values(headers) {
-        match gateway.signer.verify(value, GrantKind::Cookie, now) {
+        match gateway.cookies.verify(&gateway.signer, value, now) {
             Ok(grant) if &grant.session == session => return Ok(grant),
             Ok(_) => refusal = forbidden("This cookie is for another session."),
             Err(GrantError::Expired) if refusal.status != StatusCode::FORBIDDEN => {

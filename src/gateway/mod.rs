@@ -33,21 +33,16 @@ use std::{
     time::Duration,
 };
 
-use axum::{
-    Router,
-    http::{HeaderValue, Request},
-    response::IntoResponse,
-    routing::any,
-};
+use axum::{Router, http::HeaderValue, response::IntoResponse, routing::any};
 use thiserror::Error;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+use tower_http::catch_panic::CatchPanicLayer;
 
 pub use self::config::GatewayConfig;
 use self::{
     activity::{ActivityHub, ActivityQueue},
     registry::Registry,
-    ticket::{GatewayKey, KeyError, Signer, TicketLinks, UsedTickets},
+    ticket::{GatewayKey, KeyError, Signer, TicketLinks, UsedTickets, VerifiedCookies},
 };
 use crate::{
     clock::Clock,
@@ -75,6 +70,7 @@ pub struct Gateway {
     pub(crate) service: Arc<dyn SessionService>,
     pub(crate) signer: Arc<Signer>,
     pub(crate) used: UsedTickets,
+    pub(crate) cookies: VerifiedCookies,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) allowed_origins: HashSet<String>,
     pub(crate) public_url: String,
@@ -132,6 +128,7 @@ impl Gateway {
             service,
             signer: Arc::new(Signer::new(key)),
             used: UsedTickets::default(),
+            cookies: VerifiedCookies::default(),
             clock,
             allowed_origins: origins,
             public_url,
@@ -168,19 +165,17 @@ impl Gateway {
     }
 
     /// The `/connect/…` routes. Merge them into the public router after its layers: the
-    /// request timeout must not apply to desktop streams, and the request log records the path
-    /// only, never the query that carries a ticket (SECURITY.md A28).
+    /// request timeout must not apply to desktop streams, and the API's request log (which
+    /// records URIs) must not see the query that carries a ticket (SECURITY.md A28). The
+    /// gateway logs its own events, by session, never with a ticket or cookie.
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/connect/{id}", any(proxy::handle))
             .route("/connect/{id}/", any(proxy::handle))
             .route("/connect/{id}/{*rest}", any(proxy::handle))
-            .layer(
-                TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                    tracing::debug_span!("gateway", method = %req.method(), path = %req.uri().path())
-                }),
-            )
-            .layer(CatchPanicLayer::custom(|_| ApiError::internal("gateway handler panicked").into_response()))
+            .layer(CatchPanicLayer::custom(|_| {
+                ApiError::internal("gateway handler panicked").into_response()
+            }))
             .with_state(self.clone())
     }
 

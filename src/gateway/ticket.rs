@@ -271,6 +271,38 @@ impl UsedTickets {
     }
 }
 
+/// Cookies this replica has verified, so a desktop's many requests and reconnects cost one
+/// signature check, not one each. Only the signature and decoding are skipped: kind, session,
+/// user and expiry are checked on every use. Bounded: cleared when full.
+#[derive(Debug, Default)]
+pub struct VerifiedCookies {
+    cache: Mutex<HashMap<String, Grant>>,
+}
+
+/// Cookies remembered before the cache starts over.
+const MAX_VERIFIED_COOKIES: usize = 16_384;
+
+impl VerifiedCookies {
+    /// Verifies `cookie` as a cookie grant at `now`, from the cache when it was verified before.
+    pub fn verify(&self, signer: &Signer, cookie: &str, now: Timestamp) -> Result<Grant, GrantError> {
+        let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(cookie).cloned();
+        if let Some(grant) = cached {
+            return if now.as_millisecond() >= grant.expires_ms {
+                Err(GrantError::Expired)
+            } else {
+                Ok(grant)
+            };
+        }
+        let grant = signer.verify(cookie, GrantKind::Cookie, now)?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_VERIFIED_COOKIES {
+            cache.clear();
+        }
+        cache.insert(cookie.to_owned(), grant.clone());
+        Ok(grant)
+    }
+}
+
 /// Builds connect URLs: `<publicUrl>/connect/<session><entry path>?ticket=<ticket>`.
 pub struct TicketLinks {
     /// Signs the tickets.
@@ -351,6 +383,20 @@ mod tests {
         for junk in ["", ".", "a.b", &"x".repeat(4096)] {
             assert_eq!(signer().verify(junk, GrantKind::Ticket, now), Err(GrantError::Invalid));
         }
+    }
+
+    #[test]
+    fn verified_cookies_are_remembered_but_still_expire() {
+        let (s, u) = ids();
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let cookie = signer().mint_cookie(&s, &u, now, Duration::from_secs(60));
+        let cache = VerifiedCookies::default();
+        assert_eq!(cache.verify(&signer(), &cookie, now).unwrap().user, u);
+        let other = Signer::new(GatewayKey::from_bytes(&[9; 32]).unwrap());
+        assert!(cache.verify(&other, &cookie, now).is_ok(), "served from the cache");
+        assert_eq!(cache.verify(&signer(), &cookie, now + Duration::from_secs(60)), Err(GrantError::Expired));
+        let ticket = signer().mint_ticket(&s, &u, now, Duration::from_secs(60));
+        assert_eq!(cache.verify(&signer(), &ticket, now), Err(GrantError::Invalid), "a ticket is no cookie");
     }
 
     #[test]

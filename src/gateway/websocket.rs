@@ -6,7 +6,7 @@
 //!
 //! The relay copies each direction with its own buffer, writing everything it read before
 //! reading again, so a slow reader holds the other side back (TCP backpressure) instead of
-//! filling memory. Buffers grow from 4 KiB to 64 KiB while data streams and shrink when it
+//! filling memory. When either side closes, the other is closed too (as nginx does). Buffers grow from 4 KiB to 64 KiB while data streams and shrink when it
 //! stops; the workstation side holds no buffer at all while idle. A frame-boundary tracker per
 //! direction lets the gateway end a connection cleanly: when the session ends (close code 1000)
 //! or the broker stops (1012, "service restart": reconnect), each side gets a close frame if
@@ -23,8 +23,8 @@ use axum::{
 use hyper::{body::Bytes, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
-    net::{TcpStream, tcp::OwnedReadHalf},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest},
+    net::TcpStream,
 };
 
 use super::{
@@ -111,10 +111,10 @@ pub async fn forward(
             }
         };
         let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
-        let (upstream_read, upstream_write) = tcp.into_split();
+        let upstream = (TcpReader(&tcp), TcpWriter(&tcp));
         let client = (Buffered(client_read), client_write);
         // Whatever the desktop sent right after its 101 (a server greeting) goes first.
-        relay(&relay_gateway, &guard, client, (upstream_read, upstream_write), answer.rest).await;
+        relay(&relay_gateway, &guard, client, upstream, answer.rest).await;
     });
     Ok(response)
 }
@@ -205,10 +205,19 @@ async fn relay<CR: Source, CW: AsyncWrite + Unpin, UR: Source, UW: AsyncWrite + 
     let ending = {
         let up = pump(&mut client_read, &mut upstream_write, Bytes::new(), &mut to_upstream, guard);
         let down = pump(&mut upstream_read, &mut client_write, greeting, &mut to_client, guard);
+        // The first side to close (or fail) ends the relay, as nginx does: WebSocket peers
+        // close TCP only after the closing handshake, so nothing is left to carry then.
         tokio::select! {
-            result = futures::future::try_join(up, down) => {
+            biased;
+            result = up => {
                 if let Err(e) = result {
-                    tracing::debug!(session = %guard.session, error = %e, "gateway: WebSocket relay ended");
+                    tracing::debug!(session = %guard.session, error = %e, "gateway: WebSocket client side ended");
+                }
+                None
+            }
+            result = down => {
+                if let Err(e) = result {
+                    tracing::debug!(session = %guard.session, error = %e, "gateway: WebSocket desktop side ended");
                 }
                 None
             }
@@ -238,7 +247,7 @@ async fn relay<CR: Source, CW: AsyncWrite + Unpin, UR: Source, UW: AsyncWrite + 
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
 }
 
-/// Copies `from` to `to` until `from` ends (then shuts `to`'s write side) or an error.
+/// Copies `from` to `to` until `from` ends or an error; everything read is written first.
 async fn pump<S: Source, W: AsyncWrite + Unpin>(
     from: &mut S,
     to: &mut W,
@@ -253,7 +262,6 @@ async fn pump<S: Source, W: AsyncWrite + Unpin>(
         buf.clear();
         let n = from.read_some(&mut buf, size).await?;
         if n == 0 {
-            to.shutdown().await?;
             return Ok(());
         }
         guard.activity.touch();
@@ -309,19 +317,66 @@ trait Source: Send {
     -> impl Future<Output = io::Result<usize>> + Send;
 }
 
-/// A TCP read half: waits for readiness first, so no buffer is held while the desktop is idle.
-impl Source for OwnedReadHalf {
+/// Reads the workstation's TCP stream: waits for readiness first, so no buffer is held while
+/// the desktop is idle, and treats a short read as "drained" (the kernel handed over all it
+/// had), clearing readiness at once instead of reading again only to hear "would block".
+struct TcpReader<'a>(&'a TcpStream);
+
+impl Source for TcpReader<'_> {
     const RELEASE_WHEN_IDLE: bool = true;
 
     async fn read_some(&mut self, buf: &mut Vec<u8>, size: usize) -> io::Result<usize> {
         loop {
-            self.readable().await?;
+            self.0.readable().await?;
             buf.reserve(size);
-            match self.try_read_buf(buf) {
+            let (room, mut n) = (buf.capacity() - buf.len(), 0);
+            // Returning WouldBlock from the closure makes tokio clear the readiness it saw
+            // (only if no newer readiness event arrived meanwhile); the bytes are already in `buf`.
+            let read = self.0.try_io(Interest::READABLE, || {
+                n = self.0.try_read_buf(buf)?;
+                if n > 0 && n < room { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(()) }
+            });
+            match read {
+                Ok(()) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return result,
+                Err(e) => return Err(e),
             }
         }
+    }
+}
+
+/// Writes the workstation's TCP stream through a shared reference (the reader holds another).
+/// Shutdown is a no-op: the stream is closed when the relay drops it.
+struct TcpWriter<'a>(&'a TcpStream);
+
+impl AsyncWrite for TcpWriter<'_> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.0.poll_write_ready(cx))?;
+            match self.0.try_write(data) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return std::task::Poll::Ready(result),
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 

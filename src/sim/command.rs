@@ -19,8 +19,7 @@ use crate::{
 /// else the built-in default).
 pub fn run(config: Option<&Path>, args: &SimulateArgs) -> Result<(), String> {
     if let Some(SimulateCommand::GenerateTrace(what)) = &args.generate {
-        print!("{}", generate_trace(what)?);
-        return Ok(());
+        return out(&generate_trace(what)?);
     }
     let mut config = load(config)?;
     if let Some(price) = args.gpu_price {
@@ -41,16 +40,26 @@ pub fn run(config: Option<&Path>, args: &SimulateArgs) -> Result<(), String> {
             simulate(&config, policy, &trace, &mut |done| bar.set(done))
         })
         .collect();
-    print!("{}", report::render(&config, &origin, &trace, &outcomes));
+    let mut text = report::render(&config, &origin, &trace, &outcomes);
     if args.decisions {
-        print!("\n{}", report::decisions(&config, &outcomes[0]));
+        text.push('\n');
+        text.push_str(&report::decisions(&config, &outcomes[0]));
     }
-    if let Some(out) = &args.svg {
-        std::fs::write(out, svg::chart(&config, &outcomes))
-            .map_err(|e| format!("cannot write the chart to {}: {e}", out.display()))?;
-        println!("\nchart: {}", out.display());
+    if let Some(path) = &args.svg {
+        std::fs::write(path, svg::chart(&config, &outcomes))
+            .map_err(|e| format!("cannot write the chart to {}: {e}", path.display()))?;
+        text.push_str(&format!("\nchart: {}\n", path.display()));
     }
-    Ok(())
+    out(&text)
+}
+
+/// Prints to stdout; a closed pipe (`| head`) is not an error.
+fn out(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(format!("cannot write to stdout: {e}")),
+        _ => Ok(()),
+    }
 }
 
 fn load(config: Option<&Path>) -> Result<SimConfig, String> {

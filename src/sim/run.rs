@@ -222,14 +222,11 @@ impl Sim<'_> {
 
     /// The next instant anything happens; `None` once the day is over and everyone left.
     fn next_instant(&self) -> Option<Timestamp> {
-        let Reverse((at, event, _)) = self.queue.peek()?;
+        let Reverse((at, _, _)) = self.queue.peek()?;
         let live = !self.working.is_empty() || !self.waiting.is_empty();
-        let only_ticks_left = *event == Event::Tick && self.queue.len() == 1;
-        // After the span, run only while sessions are live (at most a day more).
-        if only_ticks_left
-            && *at >= self.out.to
-            && (!live || *at >= after(self.out.to, Duration::from_secs(86_400)))
-        {
+        // After the span, run on only while sessions are live, and at most a day more (a pool
+        // far too small for its trace would otherwise queue for weeks of virtual time).
+        if *at >= self.out.to && (!live || *at > after(self.out.to, Duration::from_secs(86_400))) {
             return None;
         }
         Some(*at)
