@@ -24,7 +24,7 @@ test-rust: ## unit, property, HTTP and CLI tests only (no cluster)
 
 test-in-cluster: ## tests that need the running local cluster (KUBECONFIG set by cluster.sh run)
 	$(CLUSTER) smoke
-	cargo test --locked --features cluster-tests --test kube_backend
+	cargo test --locked --features cluster-tests --test kube_backend --test kube_recovery
 
 lint: ## formatting and clippy, as CI runs them
 	cargo fmt --all -- --check

@@ -123,6 +123,15 @@ impl Writer {
     }
 
     async fn pod_write(&self, write: Write) -> (Option<String>, bool) {
+        let point = fault::point_of(&write);
+        let outcome = self.pod_write_inner(write).await;
+        if outcome.1 {
+            fault::pause_after(point).await;
+        }
+        outcome
+    }
+
+    async fn pod_write_inner(&self, write: Write) -> (Option<String>, bool) {
         match write {
             Write::CreatePod { pod } => {
                 let name = pod.metadata.name.clone();
@@ -159,7 +168,7 @@ impl Writer {
                 }
                 (Some(name), result.is_ok())
             }
-            Write::DeletePod { name, uid } => {
+            Write::DeletePod { name, uid, session } => {
                 let dp = DeleteParams {
                     preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
                     ..Default::default()
@@ -169,7 +178,7 @@ impl Writer {
                     Ok(_) => true,
                     Err(e) if is_status(e, 404) || is_status(e, 409) => true,
                     Err(e) => {
-                        self.failed(Category::DeletePod, None, None, e).await;
+                        self.failed(Category::DeletePod, session.as_deref(), None, e).await;
                         false
                     }
                 };
@@ -215,4 +224,35 @@ impl Writer {
 
 fn pod_label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
     pod.metadata.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+/// Test-only pauses in the write sequence, so that a test can kill -9 the broker exactly
+/// between a pod write and the status write that follows it.
+mod fault {
+    use super::Write;
+
+    /// The pause point of a write that concerns a session (warm-buffer writes have none).
+    pub fn point_of(write: &Write) -> &'static str {
+        let labelled = |pod: &k8s_openapi::api::core::v1::Pod| {
+            pod.metadata.labels.as_ref().is_some_and(|l| l.contains_key(super::super::labels::SESSION))
+        };
+        match write {
+            Write::CreatePod { pod } if labelled(pod) => "create",
+            Write::ClaimPod { .. } => "claim",
+            Write::DeletePod { session: Some(_), .. } => "delete",
+            _ => "",
+        }
+    }
+
+    /// With `CADBROKER_PAUSE_AFTER=<point>`, announces the point on stderr and never returns.
+    #[cfg(feature = "fault-injection")]
+    pub async fn pause_after(point: &str) {
+        if std::env::var("CADBROKER_PAUSE_AFTER").is_ok_and(|p| p == point) {
+            eprintln!("cadbroker-fault: paused after {point}");
+            std::future::pending::<()>().await;
+        }
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    pub async fn pause_after(_point: &str) {}
 }

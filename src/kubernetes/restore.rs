@@ -141,7 +141,7 @@ pub fn restore(snapshot: &Snapshot, now: Timestamp) -> Restored {
     for cr in sessions {
         restore_session(&mut out, cr, &held_by);
     }
-    account_for_missing_pods(&mut out.state, now);
+    account_for_missing_pods(&mut out.state, &out.ends, now);
     out
 }
 
@@ -187,8 +187,9 @@ fn release_extra_claims(workstations: &mut [Workstation], snapshot: &Snapshot) {
 }
 
 /// Sessions whose pod is not in the cache: a Starting one gets its pod back (the create is
-/// idempotent: the name comes from the session), an Ending one is over, a Ready one lost it.
-fn account_for_missing_pods(state: &mut State, now: Timestamp) {
+/// idempotent: the name comes from the session), an Ending one is over, one whose end was
+/// asked for ended, any other lost it.
+fn account_for_missing_pods(state: &mut State, ends: &[(SessionId, EndReason)], now: Timestamp) {
     let now_missing: Vec<(SessionId, SessionPhase, WorkstationId)> = state
         .live_sessions()
         .chain(state.sessions().filter(|s| s.phase == SessionPhase::Ending))
@@ -229,6 +230,11 @@ fn account_for_missing_pods(state: &mut State, now: Timestamp) {
                 observe(state, &Observation::Gone { workstation: ws, lost: false }, now);
             }
             SessionPhase::Queued => {}
+            // Its end was asked for and its pod deleted (the broker died before writing the
+            // status): it ended as asked, it did not fail.
+            _ if let Some((_, reason)) = ends.iter().find(|(s, _)| *s == id) => {
+                apply(state, &Action::EndSession { session: id, reason: *reason }, now);
+            }
             _ => {
                 let fail = Action::FailSession {
                     session: id,
