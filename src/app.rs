@@ -143,6 +143,15 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
 }
 
 async fn serve(listener: TcpListener, router: axum::Router, mut shutdown: Shutdown) {
+    use axum::serve::ListenerExt as _;
+    // No Nagle delay on accepted connections (axum does not set it): a desktop stream through
+    // the gateway is many small writes, and a small frame must not wait for the previous one's
+    // ACK. nginx does the same on proxied WebSockets.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
+        }
+    });
     // `into_make_service` hands each connection a cheap clone (an `Arc`) of the router; serving
     // the `Router` itself deep-clones its route table per accepted connection.
     let result = axum::serve(listener, router.into_make_service())
