@@ -37,8 +37,8 @@ async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
     let pools = config.pools.len();
     let running = app::start(config).await.context("failed to start cadbroker")?;
     println!(
-        "cadbroker is serving the API on http://{} (health and metrics on http://{}), {pools} pools; Ctrl-C stops it",
-        running.public_addr, running.admin_addr
+        "cadbroker is serving the portal on http://{0}/ and the API on http://{0}/api/v1 (health and metrics on http://{1}), {pools} pools, {2} workstations; Ctrl-C stops it",
+        running.public_addr, running.admin_addr, running.backend
     );
     running.run_until_signal().await;
     Ok(())

@@ -331,11 +331,19 @@ struct FakeIdp {
     state: Arc<IdpState>,
 }
 
+/// An authorization code's sign-in: the S256 challenge and nonce it was asked with, and who.
+struct Grant {
+    challenge: String,
+    nonce: String,
+    user: String,
+    groups: Vec<String>,
+}
+
 struct IdpState {
     base: String,
     key: TestKey,
-    /// code → (S256 challenge, nonce, subject, groups)
-    codes: Mutex<HashMap<String, (String, String, String, Vec<String>)>>,
+    /// What each issued code stands for.
+    codes: Mutex<HashMap<String, Grant>>,
     checks: Mutex<usize>,
 }
 
@@ -374,12 +382,12 @@ impl FakeIdp {
     /// What the provider does when the user signs in: remembers the challenge, returns a code.
     fn authorize(&self, query: &HashMap<String, String>, user: &str, groups: &[&str]) -> String {
         let code = format!("code-{}", uuid::Uuid::new_v4());
-        let entry = (
-            query["code_challenge"].clone(),
-            query["nonce"].clone(),
-            user.to_owned(),
-            groups.iter().map(|g| g.to_string()).collect(),
-        );
+        let entry = Grant {
+            challenge: query["code_challenge"].clone(),
+            nonce: query["nonce"].clone(),
+            user: user.to_owned(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        };
         self.state.codes.lock().unwrap().insert(code.clone(), entry);
         code
     }
@@ -405,7 +413,7 @@ async fn token(State(s): State<Arc<IdpState>>, Form(form): Form<HashMap<String, 
     {
         return refuse("invalid_request");
     }
-    let Some((challenge, nonce, user, groups)) =
+    let Some(Grant { challenge, nonce, user, groups }) =
         form.get("code").and_then(|c| s.codes.lock().unwrap().remove(c))
     else {
         return refuse("invalid_grant");

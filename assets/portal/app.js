@@ -149,7 +149,7 @@ function update(session, announce = true) {
   const before = state.sessions.get(session.id);
   state.sessions.set(session.id, { ...before, ...session });
   if (session.user === state.me?.user && LIVE.has(session.phase)) watch(session.id);
-  if (announce && before && before.phase !== session.phase) {
+  if (announce && before && session.user === state.me?.user && before.phase !== session.phase) {
     notice(`${poolName(session.pool)}: ${phase(session.phase)}`);
   }
 }
@@ -321,7 +321,7 @@ function adminPoolBlock(pool) {
   const form = h("form", { "aria-label": `${t("capacity")} ${pool.name}` },
     input("min", "min"), input("max", "max"), input("warm", "warmBuffer"),
     h("button", { type: "submit", class: "primary", id: id("save") }, t("save")));
-  const decisions = h("ol", { class: "decisions", "aria-label": `${t("decisions")} ${pool.name}` });
+  const decisions = h("ul", { class: "decisions", "aria-label": `${t("decisions")} ${pool.name}` });
   const root = h("div", { class: "card", "data-admin-pool": pool.name },
     h("h3", {}, `${pool.displayName || pool.name} (${pool.name})`),
     h("div", { class: "pool-admin" },
@@ -338,7 +338,7 @@ function adminPoolBlock(pool) {
       const a = p.availability;
       const c = p.capacity;
       counts.replaceChildren(h("tr", {}, h("td", {}, String(a.warm)), h("td", {}, String(a.starting)),
-        h("td", {}, String(a.inUse)), h("td", {}, String(a.queued)), h("td", {}, `${c.min}–${c.max} (warm ${c.warm})`)));
+        h("td", {}, String(a.inUse)), h("td", {}, String(a.queued)), h("td", {}, `${c.min}–${c.max} (${t("warm").toLowerCase()} ${c.warm})`)));
       if (!filled) {
         for (const k of ["min", "max", "warm"]) form.elements[k].value = c[k];
         filled = true;

@@ -2,6 +2,7 @@
 const TEXT = {
   en: {
     title: "cadbroker — CAD workstations",
+    skip: "Skip to content",
     language: "Language",
     signIn: "Sign in",
     signOut: "Sign out",
@@ -63,6 +64,7 @@ const TEXT = {
   },
   nl: {
     title: "cadbroker — CAD-werkplekken",
+    skip: "Naar de inhoud",
     language: "Taal",
     signIn: "Inloggen",
     signOut: "Uitloggen",
@@ -159,7 +161,7 @@ export function clock(iso) {
 }
 
 export function duration(seconds) {
+  // "s" and "min" read the same in both languages.
   const s = Math.max(0, Math.round(seconds));
-  if (s < 90) return current === "nl" ? `${s} s` : `${s} s`;
-  return current === "nl" ? `${Math.round(s / 60)} min` : `${Math.round(s / 60)} min`;
+  return s < 90 ? `${s} s` : `${Math.round(s / 60)} min`;
 }

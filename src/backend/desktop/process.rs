@@ -135,15 +135,34 @@ pub async fn launch(
 /// A fresh 0700 folder under the temp dir: the desktop's HOME, logs and VNC socket.
 fn private_dir() -> Result<PathBuf, LaunchError> {
     let path = std::env::temp_dir().join(format!("cadbroker-desktop-{}", uuid::Uuid::new_v4()));
-    for sub in ["", "home", "run"] {
+    for sub in ["", "home", "run", "home/.config", "home/.config/LibreCAD", "home/.config/openbox"] {
         let p = path.join(sub);
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&p)
             .map_err(|source| LaunchError::Folder { path: p.clone(), source })?;
     }
+    // LibreCAD opens a first-run dialog over its window in every fresh HOME; mark it as done so
+    // the drafter sees the drawing area.
+    let settings = path.join("home/.config/LibreCAD/LibreCAD.conf");
+    fs::write(&settings, LIBRECAD_SETTINGS)
+        .map_err(|source| LaunchError::Folder { path: settings, source })?;
+    // The desktop is one application: openbox's own configuration, with every window maximised.
+    if let Ok(rc) = fs::read_to_string(OPENBOX_RC) {
+        let rc = rc.replacen("</applications>", MAXIMISE_ALL, 1);
+        let target = path.join("home/.config/openbox/rc.xml");
+        fs::write(&target, rc).map_err(|source| LaunchError::Folder { path: target, source })?;
+    }
     Ok(path)
 }
+
+/// Debian's openbox configuration, the base of each desktop's own.
+const OPENBOX_RC: &str = "/etc/xdg/openbox/rc.xml";
+const MAXIMISE_ALL: &str =
+    "<application class=\"*\" type=\"normal\"><maximized>yes</maximized></application>\n</applications>";
+
+/// LibreCAD's settings in a new desktop's HOME: first-run dialog done, metric units.
+const LIBRECAD_SETTINGS: &str = "[Startup]\nFirstLoad=0\n\n[Defaults]\nUnit=Millimeter\n";
 
 /// Starts `program` in process group `group` (a new group when `None`), with a clean
 /// environment: only PATH, HOME, a private runtime folder and, for X clients, DISPLAY.
