@@ -37,19 +37,36 @@ fn start(backend: &DesktopBackend, name: &str, gpus: u32) {
     backend.start(StartRequest { workstation: WorkstationId::from(name), pool: pool(gpus), session: None });
 }
 
-/// The next observation about `name` that is not Pending.
-async fn settled(rx: &mut mpsc::UnboundedReceiver<Observation>, name: &str) -> Observation {
-    loop {
-        let obs =
-            tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.expect("an observation").unwrap();
-        let about = match &obs {
-            Observation::Ready { workstation, .. }
-            | Observation::Failed { workstation, .. }
-            | Observation::Gone { workstation, .. } => workstation,
-            Observation::Pending { .. } => continue,
-        };
-        if about.as_str() == name {
-            return obs;
+/// Observations in arrival order; desktops start in parallel, so their Ready may come in any
+/// order, and one not asked for yet is kept for later.
+struct Observer {
+    rx: mpsc::UnboundedReceiver<Observation>,
+    kept: Vec<Observation>,
+}
+
+fn about(obs: &Observation) -> Option<&str> {
+    match obs {
+        Observation::Ready { workstation, .. }
+        | Observation::Failed { workstation, .. }
+        | Observation::Gone { workstation, .. } => Some(workstation.as_str()),
+        Observation::Pending { .. } => None,
+    }
+}
+
+impl Observer {
+    /// The next observation about `name` that is not Pending.
+    async fn settled(&mut self, name: &str) -> Observation {
+        if let Some(i) = self.kept.iter().position(|o| about(o) == Some(name)) {
+            return self.kept.remove(i);
+        }
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(60), self.rx.recv());
+            let obs = next.await.expect("an observation in time").expect("the backend is alive");
+            match about(&obs) {
+                Some(n) if n == name => return obs,
+                Some(_) => self.kept.push(obs),
+                None => {}
+            }
         }
     }
 }
@@ -67,10 +84,11 @@ async fn wait_gone(pgid: i32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_desktop_serves_novnc_on_loopback_and_stopping_it_leaves_nothing_running() {
     let Some(config) = installed() else { return };
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut seen = Observer { rx, kept: Vec::new() };
     let backend = DesktopBackend::new(config, tx).unwrap();
     start(&backend, "ws-a", 1);
-    let Observation::Ready { endpoint, node, .. } = settled(&mut rx, "ws-a").await else {
+    let Observation::Ready { endpoint, node, .. } = seen.settled("ws-a").await else {
         panic!("the desktop did not become ready");
     };
     assert_eq!(node, "localhost");
@@ -87,7 +105,7 @@ async fn a_desktop_serves_novnc_on_loopback_and_stopping_it_leaves_nothing_runni
     assert!(vnc.status().is_success());
 
     backend.stop(&WorkstationId::from("ws-a"));
-    assert!(matches!(settled(&mut rx, "ws-a").await, Observation::Gone { lost: false, .. }));
+    assert!(matches!(seen.settled("ws-a").await, Observation::Gone { lost: false, .. }));
     wait_gone(groups[0]).await;
     assert!(http().get(format!("{base}/")).send().await.is_err(), "the port is closed");
     assert!(backend.process_groups().is_empty());
@@ -97,16 +115,15 @@ async fn a_desktop_serves_novnc_on_loopback_and_stopping_it_leaves_nothing_runni
 async fn slots_are_shared_displays_differ_and_shutdown_stops_everything() {
     let Some(config) = installed() else { return };
     let config = DesktopConfig { slots: 2, ..config };
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut seen = Observer { rx, kept: Vec::new() };
     let backend = DesktopBackend::new(config, tx).unwrap();
     start(&backend, "ws-1", 1);
     start(&backend, "ws-2", 1);
     start(&backend, "ws-3", 1);
     let mut ports = Vec::new();
     for name in ["ws-1", "ws-2"] {
-        let Observation::Ready { endpoint, .. } = settled(&mut rx, name).await else {
-            panic!("{name} failed")
-        };
+        let Observation::Ready { endpoint, .. } = seen.settled(name).await else { panic!("{name} failed") };
         ports.push(endpoint.port);
     }
     assert_ne!(ports[0], ports[1]);
@@ -115,8 +132,8 @@ async fn slots_are_shared_displays_differ_and_shutdown_stops_everything() {
 
     // Freeing a slot starts the waiting one.
     backend.stop(&WorkstationId::from("ws-1"));
-    assert!(matches!(settled(&mut rx, "ws-1").await, Observation::Gone { .. }));
-    assert!(matches!(settled(&mut rx, "ws-3").await, Observation::Ready { .. }));
+    assert!(matches!(seen.settled("ws-1").await, Observation::Gone { .. }));
+    assert!(matches!(seen.settled("ws-3").await, Observation::Ready { .. }));
 
     let all = backend.process_groups();
     backend.shutdown();

@@ -147,7 +147,8 @@ async function refresh() {
 
 function update(session, announce = true) {
   const before = state.sessions.get(session.id);
-  state.sessions.set(session.id, { ...before, ...session });
+  // Replace, never merge: absent fields (a lifted warning, a spent queue position) are news.
+  state.sessions.set(session.id, session);
   if (session.user === state.me?.user && LIVE.has(session.phase)) watch(session.id);
   if (announce && before && session.user === state.me?.user && before.phase !== session.phase) {
     notice(`${poolName(session.pool)}: ${phase(session.phase)}`);

@@ -91,7 +91,6 @@ impl From<PortalError> for ApiError {
 pub struct PortalInitError(String);
 
 /// The portal's state: sign-in methods, sign-ins in progress and signed-in browsers.
-#[derive(Debug)]
 pub struct Portal {
     pub(crate) dev: Option<DevLogin>,
     pub(crate) oidc: Option<OidcClient>,
@@ -99,6 +98,16 @@ pub struct Portal {
     pub(crate) logins: PendingLogins,
     pub(crate) ttl: Duration,
     pub(crate) public_url: String,
+}
+
+impl std::fmt::Debug for Portal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Portal")
+            .field("dev_login", &self.dev.is_some())
+            .field("oidc", &self.oidc)
+            .field("public_url", &self.public_url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Portal {

@@ -21,8 +21,7 @@ pub struct Endpoints {
     pub token: Url,
 }
 
-/// The OIDC client of the portal.
-#[derive(Debug)]
+/// The OIDC client of the portal. Its `Debug` leaves out the client secret.
 pub struct OidcClient {
     /// Client settings.
     pub config: PortalOidcConfig,
@@ -32,8 +31,17 @@ pub struct OidcClient {
     endpoints: OnceCell<Endpoints>,
 }
 
-/// What the token endpoint answered.
-#[derive(Debug, Deserialize)]
+impl std::fmt::Debug for OidcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcClient")
+            .field("issuer", &self.config.issuer)
+            .field("client_id", &self.config.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the token endpoint answered (never logged).
+#[derive(Deserialize)]
 pub struct TokenAnswer {
     /// The access token for the broker's API.
     pub access_token: String,

@@ -29,8 +29,8 @@ pub fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, verifier.as_bytes()))
 }
 
-/// A sign-in in progress, stored under its `state`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A sign-in in progress, stored under its `state`. Its `Debug` leaves out the secrets.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PendingLogin {
     /// PKCE code verifier (sent to the token endpoint only).
     pub verifier: String,
@@ -38,6 +38,12 @@ pub struct PendingLogin {
     pub nonce: String,
     /// When it was started.
     pub started: Timestamp,
+}
+
+impl std::fmt::Debug for PendingLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingLogin").field("started", &self.started).finish_non_exhaustive()
+    }
 }
 
 /// What the authorization request carries.
@@ -73,7 +79,7 @@ pub fn authorization_url(req: &AuthorizationRequest<'_>) -> Url {
 }
 
 /// Sign-ins in progress by `state`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct PendingLogins {
     by_state: Mutex<HashMap<String, PendingLogin>>,
 }

@@ -20,8 +20,8 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Most portal sign-ins held at once; the soonest to expire are dropped beyond it.
 const MAX_SIGN_INS: usize = 50_000;
 
-/// One signed-in browser.
-#[derive(Debug, Clone)]
+/// One signed-in browser. Its `Debug` leaves out the token and the CSRF token.
+#[derive(Clone)]
 pub struct SignIn {
     /// The bearer token the portal acts with (checked again on every request).
     pub token: String,
@@ -31,8 +31,14 @@ pub struct SignIn {
     pub expires_at: Timestamp,
 }
 
+impl std::fmt::Debug for SignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignIn").field("expires_at", &self.expires_at).finish_non_exhaustive()
+    }
+}
+
 /// The portal's sign-ins by cookie id.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct SignIns {
     by_id: Mutex<HashMap<String, SignIn>>,
 }

@@ -201,6 +201,48 @@ describe("cadbroker portal in Chromium", { skip }, () => {
     await dutch.close();
   });
 
+  test("a queued request moves up live, and an idle warning is lifted by keeping working", { timeout: 4 * STEP }, async () => {
+    // A one-workstation pool whose sessions are warned after 5 s without activity.
+    const rootToken = token("pool-admin", "--admin");
+    const quick = await api("PUT", "/api/v1/pools/quick", rootToken, {
+      displayName: "Quick check", gpusPerWorkstation: 1, capacity: { min: 0, max: 1, warm: 0 },
+      access: { allAuthenticated: true },
+      limits: { idleTimeout: "30s", maxLifetime: "1h", warnBefore: "25s", reconnectGrace: "2m" },
+    });
+    assert.equal(quick.status, 201, JSON.stringify(quick.body));
+
+    const carolContext = await browser.newContext({ viewport: { width: 1366, height: 768 }, locale: "en-GB" });
+    const carol = await carolContext.newPage();
+    await signIn(carol, "carol", { groups: "" });
+    await carol.locator("#request-quick").click();
+    const carolCard = carol.locator("#sessions li[data-session]").first();
+    await carolCard.locator('[data-phase="Ready"]').waitFor({ timeout: STEP });
+
+    // The pool is full: dave waits in the queue and sees his position.
+    const daveContext = await browser.newContext({ viewport: { width: 1366, height: 768 }, locale: "en-GB" });
+    const dave = await daveContext.newPage();
+    await signIn(dave, "dave", { groups: "" });
+    await dave.locator("#request-quick").click();
+    const daveCard = dave.locator("#sessions li[data-session]").first();
+    await daveCard.locator('[data-phase="Queued"]').waitFor({ timeout: STEP });
+    await daveCard.getByText("Position 1 in the queue").waitFor();
+
+    // Idle: carol is warned live, and "Keep working" lifts the warning.
+    const warning = carolCard.getByRole("alert");
+    await warning.waitFor({ timeout: STEP });
+    assert.match(await warning.textContent(), /idle/);
+    await carolCard.getByRole("button", { name: "Keep working" }).click();
+    await warning.waitFor({ state: "detached", timeout: 3000 });
+
+    // Carol ends; dave's request moves on to Starting and Ready without a reload.
+    await carolCard.getByRole("button", { name: "End session" }).click();
+    await daveCard.locator('[data-phase="Ready"]').waitFor({ timeout: STEP });
+    await daveCard.getByRole("button", { name: "End session" }).click();
+    await daveCard.locator('[data-phase="Ended"]').waitFor({ timeout: STEP });
+    await carolContext.close();
+    await daveContext.close();
+  });
+
   test("an admin changes a pool's capacity and ends another user's session", { timeout: 3 * STEP }, async () => {
     const bob = token("bob", "--group", "drafters");
     const created = await api("POST", "/api/v1/sessions", bob, { pool: "drafting-2d" });

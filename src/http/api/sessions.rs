@@ -160,7 +160,14 @@ fn to_event(last: Option<&SessionView>, view: &SessionView) -> Option<Event> {
         None => "phase",
         Some(l) if l.phase != view.phase => "phase",
         Some(l) if l.warning != view.warning && view.warning.is_some() => "warning",
-        Some(l) if l.queue_position != view.queue_position || l.message != view.message => "update",
+        // A lifted warning is news too: the portal takes its banner down.
+        Some(l)
+            if l.queue_position != view.queue_position
+                || l.message != view.message
+                || l.warning != view.warning =>
+        {
+            "update"
+        }
         Some(_) => return None,
     };
     Event::default().event(name).json_data(view).ok()
