@@ -6,8 +6,9 @@ use anyhow::{Context, bail};
 use crate::{
     app,
     auth::{MintRequest, load_or_create_dev_key, mint_dev_token},
+    backend::desktop::INSTALL_HINT,
     cli::{Cli, Command, ServeArgs, TokenArgs},
-    config::Config,
+    config::{BackendKind, Config},
 };
 
 /// Runs the command `cli` names.
@@ -76,6 +77,16 @@ fn token(config: &Config, args: &TokenArgs) -> anyhow::Result<()> {
 
 fn check_config(config: &Config) {
     println!("config is valid: backend {:?}, {} pool(s)", config.backend.kind, config.pools.len());
+    if matches!(config.backend.kind, BackendKind::Auto | BackendKind::Desktop) {
+        match config.backend.desktop.missing() {
+            missing if missing.is_empty() => println!("  local desktops: all programs found"),
+            missing => println!(
+                "  local desktops: missing {} (install: {INSTALL_HINT}){}",
+                missing.join(", "),
+                if config.backend.kind == BackendKind::Auto { "; serve falls back to simulated" } else { "" }
+            ),
+        }
+    }
     for pool in &config.pools {
         let c = pool.capacity;
         println!(

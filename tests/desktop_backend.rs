@@ -145,3 +145,35 @@ async fn slots_are_shared_displays_differ_and_shutdown_stops_everything() {
 fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
+
+#[test]
+fn desktops_die_with_the_runtime_even_without_a_shutdown() {
+    let Some(config) = installed() else { return };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (pgid, display_files) = runtime.block_on(async {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut seen = Observer { rx, kept: Vec::new() };
+        let backend = DesktopBackend::new(config, tx).unwrap();
+        start(&backend, "ws-orphan", 1);
+        assert!(matches!(seen.settled("ws-orphan").await, Observation::Ready { .. }));
+        let pgid = backend.process_groups()[0];
+        let lock = std::fs::read_dir("/tmp")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.to_string_lossy().ends_with("-lock"))
+            .find(|p| std::fs::read_to_string(p).is_ok_and(|pid| pid.trim() == pgid.to_string()))
+            .expect("our Xvfb's lock file");
+        (pgid, lock)
+    });
+    // Dropping the runtime drops the workstation tasks, and with them the desktops.
+    drop(runtime);
+    for _ in 0..100 {
+        if group_members(pgid).is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(group_members(pgid).is_empty(), "left running: {:?}", group_members(pgid));
+    assert!(!display_files.exists(), "the killed Xvfb's lock file {} is removed", display_files.display());
+}

@@ -264,7 +264,7 @@ impl Desktop {
             let _ = kill_process_group(self.pgid, Signal::KILL);
             self.wait_gone(TERM_GRACE);
         }
-        let _ = fs::remove_dir_all(&self.dir);
+        self.remove_files();
     }
 
     /// Reaps our children and waits until no live process is left in the group.
@@ -285,6 +285,22 @@ impl Desktop {
     }
 }
 
+impl Desktop {
+    /// Removes the desktop's folder, and the X lock file and socket if they are still there:
+    /// Xvfb removes them itself on SIGTERM, not when killed. Only files whose lock names our
+    /// Xvfb's pid are touched; another X server's display is never.
+    fn remove_files(&self) {
+        let _ = fs::remove_dir_all(&self.dir);
+        let display = self.placement.display;
+        let lock = format!("/tmp/.X{display}-lock");
+        let ours = fs::read_to_string(&lock).is_ok_and(|pid| pid.trim() == self.pgid().to_string());
+        if ours {
+            let _ = fs::remove_file(format!("/tmp/.X11-unix/X{display}"));
+            let _ = fs::remove_file(lock);
+        }
+    }
+}
+
 impl Drop for Desktop {
     fn drop(&mut self) {
         if !self.stopped {
@@ -296,7 +312,7 @@ impl Drop for Desktop {
                 let _ = child.start_kill();
                 let _ = child.try_wait();
             }
-            let _ = fs::remove_dir_all(&self.dir);
+            self.remove_files();
         }
     }
 }
