@@ -29,6 +29,7 @@ test-browser: ## the portal in headless Chromium against real local desktops (te
 
 test-in-cluster: ## tests that need the running local cluster (KUBECONFIG set by cluster.sh run)
 	$(CLUSTER) smoke
+	cargo test --locked --features cluster-tests --test kube_backend --test kube_recovery
 
 lint: ## formatting and clippy, as CI runs them
 	cargo fmt --all -- --check

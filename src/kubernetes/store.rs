@@ -22,6 +22,7 @@ use tokio::{
 
 use super::{labels, restore::Snapshot};
 use crate::crd::{CapacityPool, WorkstationSession};
+use crate::shutdown::Shutdown;
 
 /// The three caches and their change signals.
 #[derive(Clone)]
@@ -37,7 +38,8 @@ pub struct Stores {
 
 impl Stores {
     /// Starts the watches in `namespace`; the tasks run until the set is dropped or aborted.
-    pub fn start(client: &Client, namespace: &str, tasks: &mut JoinSet<()>) -> Self {
+    /// The watches end at `shutdown`.
+    pub fn start(client: &Client, namespace: &str, tasks: &mut JoinSet<()>, shutdown: &Shutdown) -> Self {
         let changed = Arc::new(watch::channel(0u64).0);
         let synced = Arc::new(watch::channel(0u8).0);
         let (session_changes, _) = broadcast::channel(1024);
@@ -46,7 +48,7 @@ impl Stores {
             watcher::Config::default(),
             &changed,
             &synced,
-            tasks,
+            (tasks, shutdown),
             |_| {},
         );
         let tx = session_changes.clone();
@@ -55,14 +57,20 @@ impl Stores {
             watcher::Config::default(),
             &changed,
             &synced,
-            tasks,
+            (tasks, shutdown),
             move |s| {
                 let _ = tx.send(s);
             },
         );
         let pods_cfg = watcher::Config::default().labels(&labels::managed_pods());
-        let pods =
-            reflect(Api::namespaced(client.clone(), namespace), pods_cfg, &changed, &synced, tasks, |_| {});
+        let pods = reflect(
+            Api::namespaced(client.clone(), namespace),
+            pods_cfg,
+            &changed,
+            &synced,
+            (tasks, shutdown),
+            |_| {},
+        );
         Self { pools, sessions, pods, changed, synced, session_changes }
     }
 
@@ -95,6 +103,11 @@ impl Stores {
     pub fn session(&self, namespace: &str, name: &str) -> Option<Arc<WorkstationSession>> {
         self.sessions.get(&reflector::ObjectRef::new(name).within(namespace))
     }
+
+    /// One pool from the cache.
+    pub fn pool(&self, namespace: &str, name: &str) -> Option<Arc<CapacityPool>> {
+        self.pools.get(&reflector::ObjectRef::new(name).within(namespace))
+    }
 }
 
 fn reflect<K>(
@@ -102,7 +115,7 @@ fn reflect<K>(
     config: watcher::Config,
     changed: &Arc<watch::Sender<u64>>,
     synced: &Arc<watch::Sender<u8>>,
-    tasks: &mut JoinSet<()>,
+    (tasks, shutdown): (&mut JoinSet<()>, &Shutdown),
     on_apply: impl Fn(Arc<K>) + Send + 'static,
 ) -> Store<K>
 where
@@ -116,10 +129,16 @@ where
         .default_backoff()
         .modify(|o: &mut K| o.meta_mut().managed_fields = None)
         .reflect(writer);
+    let mut shutdown = shutdown.clone();
     tasks.spawn(async move {
         futures::pin_mut!(stream);
         let mut first_list = true;
-        while let Some(event) = stream.next().await {
+        loop {
+            let event = tokio::select! {
+                event = stream.next() => event,
+                _ = shutdown.wait() => None,
+            };
+            let Some(event) = event else { break };
             match event {
                 Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
                     changed.send_modify(|n| *n += 1);
