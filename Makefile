@@ -2,25 +2,30 @@
 # CRDs generated from the Rust types (src/crd); CI fails when they differ from the committed file.
 CRDS := charts/cadbroker-crds/templates/crds.yaml
 
-.PHONY: help run generate test test-rust test-in-cluster lint bench bench-kube cluster-build cluster-up cluster-down
+.PHONY: help run generate test test-rust test-browser test-in-cluster lint bench bench-kube cluster-build cluster-up cluster-down
 
 CLUSTER := tests/cluster/cluster.sh
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-run: ## run cadbroker on its embedded default (simulated cluster)
+run: ## run cadbroker on its embedded default (local desktops when installed, else simulated)
 	cargo run --release -- serve
 
 generate: ## regenerate the CRDs in charts/cadbroker-crds from the code
 	cargo run -q -- crds > $(CRDS)
 
-test: ## the whole suite: Rust tests, then the local Kubernetes control plane and its tests
+test: ## the whole suite: Rust tests, browser tests, then the local Kubernetes control plane and its tests
 	cargo test --locked
+	$(MAKE) --no-print-directory test-browser
 	$(CLUSTER) run -- $(MAKE) --no-print-directory test-in-cluster
 
 test-rust: ## unit, property, HTTP and CLI tests only (no cluster)
 	cargo test --locked
+
+test-browser: ## the portal in headless Chromium against real local desktops (tests/browser)
+	cargo build --locked --bin cadbroker
+	cd tests/browser && { test -d node_modules/playwright-core || npm ci --no-audit --no-fund; } && npm test
 
 test-in-cluster: ## tests that need the running local cluster (KUBECONFIG set by cluster.sh run)
 	$(CLUSTER) smoke

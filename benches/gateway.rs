@@ -194,6 +194,7 @@ async fn broker() {
     let upstream: SocketAddr = std::env::var("UPSTREAM").expect("UPSTREAM").parse().expect("an address");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut config = Config::load(None).expect("built-in config");
+    config.backend.kind = cadbroker::config::BackendKind::Simulated;
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
     config.backend.simulated.start_delay = Duration::ZERO;
