@@ -104,7 +104,8 @@ async fn a_restarted_broker_rebuilds_from_the_cluster_without_orphans_or_double_
         // Each broker in these tests has its own development key: mint again for the same user.
         second.wait_phase(&second.token(&format!("u{i}"), &[]), id, "Ready").await;
     }
-    wait_until("the warm buffer is back", async || running_pods(&client, &ns).await == 5).await;
+    // At least the pool's warm 2 (recent demand may raise it).
+    wait_until("the warm buffer is back", async || running_pods(&client, &ns).await >= 5).await;
     let pods = pods(&client, &ns).await;
     let mut holders: Vec<String> = pods
         .iter()

@@ -100,6 +100,21 @@ impl State {
         self.workstations.insert(workstation.id.clone(), workstation);
     }
 
+    /// Rebuilds what a pool remembers from its session records (cluster mode rebuilds the
+    /// state on every pass): request times, oldest first, and how long ended sessions held
+    /// their workstations. Without it the demand-driven warm buffer would forget each request
+    /// one pass after it arrived, and start and stop warm pods in turn.
+    pub fn restore_memory(&mut self, pool: &PoolName, arrivals: &[Timestamp], holds: &[std::time::Duration]) {
+        let Some(keep) = self.pools.get(pool).map(|p| p.autoscale.demand_window) else { return };
+        let memory = self.memory.entry(pool.clone()).or_default();
+        for at in arrivals {
+            memory.record_arrival(*at, keep);
+        }
+        for held in holds {
+            memory.record_hold(*held);
+        }
+    }
+
     /// Makes generated workstation names start at `next` or later.
     pub fn reserve_workstation_numbers(&mut self, next: u64) {
         self.next_workstation = self.next_workstation.max(next);

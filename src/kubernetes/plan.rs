@@ -168,6 +168,10 @@ fn plan_sessions(
             continue;
         };
         let mut status = session_status(desired, session);
+        // An ended session's pod goes away after its final status; the record keeps its node.
+        if session.phase.is_terminal() && status.node.is_none() {
+            status.node = cr.status.as_ref().and_then(|s| s.node.clone());
+        }
         // Ending while its pod is deleted in this same pass: record the end now, one write fewer.
         if session.phase == SessionPhase::Ending
             && session.workstation.as_ref().is_some_and(|w| deleting.iter().any(|d| d == w.as_str()))

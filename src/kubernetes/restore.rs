@@ -138,11 +138,35 @@ pub fn restore(snapshot: &Snapshot, now: Timestamp) -> Restored {
     sessions.sort_by(|a, b| {
         (&a.spec.requested_at, &a.metadata.name).cmp(&(&b.spec.requested_at, &b.metadata.name))
     });
+    restore_memories(&mut out.state, &sessions);
     for cr in sessions {
         restore_session(&mut out, cr, &held_by);
     }
     account_for_missing_pods(&mut out.state, &out.ends, now);
     out
+}
+
+/// Each pool's recent requests and hold times, from the decided session records (`sessions`
+/// sorted by request time; undecided intents are recorded when the pass decides them).
+fn restore_memories(state: &mut State, sessions: &[&WorkstationSession]) {
+    let mut arrivals: HashMap<&str, Vec<Timestamp>> = HashMap::new();
+    let mut holds: HashMap<&str, Vec<std::time::Duration>> = HashMap::new();
+    for cr in sessions {
+        let Some(status) = cr.status.as_ref().filter(|s| s.phase.is_some()) else { continue };
+        if let Ok(at) = cr.spec.requested_at.parse() {
+            arrivals.entry(&cr.spec.pool).or_default().push(at);
+        }
+        if let (Some(ready), Some(ended)) = (ts(&status.ready_at), ts(&status.ended_at)) {
+            holds.entry(&cr.spec.pool).or_default().push(ended.duration_since(ready).unsigned_abs());
+        }
+    }
+    let pools: Vec<PoolName> = state.pools().map(|p| p.name.clone()).collect();
+    for pool in pools {
+        let none = Vec::new();
+        let a = arrivals.get(pool.as_str()).unwrap_or(&none);
+        let h = holds.get(pool.as_str()).map_or(&[][..], Vec::as_slice);
+        state.restore_memory(&pool, a, h);
+    }
 }
 
 /// Two allocators that both believed they led (a lease is not a fence) can each claim a
