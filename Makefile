@@ -2,7 +2,7 @@
 # CRDs generated from the Rust types (src/crd); CI fails when they differ from the committed file.
 CRDS := charts/cadbroker-crds/templates/crds.yaml
 
-.PHONY: help run generate test test-rust test-in-cluster lint bench cluster-build cluster-up cluster-down
+.PHONY: help run generate test test-rust test-in-cluster lint lint-charts bench cluster-build cluster-up cluster-down helm-build
 
 CLUSTER := tests/cluster/cluster.sh
 
@@ -24,16 +24,24 @@ test-rust: ## unit, property, HTTP and CLI tests only (no cluster)
 
 test-in-cluster: ## tests that need the running local cluster (KUBECONFIG set by cluster.sh run)
 	$(CLUSTER) smoke
+	tests/charts/run.sh
 
 lint: ## formatting and clippy, as CI runs them
 	cargo fmt --all -- --check
 	cargo clippy --all-targets --locked -- -D warnings
+
+lint-charts: ## helm lint of both charts (no cluster needed; the full chart tests run in `make test`)
+	$(CLUSTER) helm -- lint --strict charts/cadbroker-crds
+	$(CLUSTER) helm -- lint --strict charts/cadbroker -f charts/cadbroker/examples/values-oidc.yaml
 
 bench: ## API benchmark on the simulated backend (docs/benchmarks.md)
 	cargo bench --bench api
 
 cluster-build: ## build the local cluster's binaries into ~/.cache/cadbroker
 	$(CLUSTER) build
+
+helm-build: ## build helm (chart tests) into ~/.cache/cadbroker/helm-<version>
+	$(CLUSTER) build-helm
 
 cluster-up: ## start the local cluster (kubeconfig: .cluster/kubeconfig)
 	$(CLUSTER) up
