@@ -79,7 +79,7 @@ pub async fn start(
 ) -> Result<(Arc<KubeSessionService>, Arc<WriteCounters>), KubeStartError> {
     let client = client(cfg).await?;
     check_crds(&client).await?;
-    let stores = Stores::start(&client, &cfg.namespace, tasks);
+    let stores = Stores::start(&client, &cfg.namespace, tasks, shutdown.clone());
     let settings = ServiceSettings {
         create_wait: cfg.create_wait,
         max_sessions_per_user: broker.max_sessions_per_user,

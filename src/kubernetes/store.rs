@@ -21,7 +21,10 @@ use tokio::{
 };
 
 use super::{labels, restore::Snapshot};
-use crate::crd::{CapacityPool, WorkstationSession};
+use crate::{
+    crd::{CapacityPool, WorkstationSession},
+    shutdown::Shutdown,
+};
 
 /// The three caches and their change signals.
 #[derive(Clone)]
@@ -36,8 +39,9 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// Starts the watches in `namespace`; the tasks run until the set is dropped or aborted.
-    pub fn start(client: &Client, namespace: &str, tasks: &mut JoinSet<()>) -> Self {
+    /// Starts the watches in `namespace`; the tasks end at `shutdown` (a watch stream never
+    /// ends by itself, and the broker waits for its tasks before it exits).
+    pub fn start(client: &Client, namespace: &str, tasks: &mut JoinSet<()>, shutdown: Shutdown) -> Self {
         let changed = Arc::new(watch::channel(0u64).0);
         let synced = Arc::new(watch::channel(0u8).0);
         let (session_changes, _) = broadcast::channel(1024);
@@ -47,6 +51,7 @@ impl Stores {
             &changed,
             &synced,
             tasks,
+            &shutdown,
             |_| {},
         );
         let tx = session_changes.clone();
@@ -56,13 +61,21 @@ impl Stores {
             &changed,
             &synced,
             tasks,
+            &shutdown,
             move |s| {
                 let _ = tx.send(s);
             },
         );
         let pods_cfg = watcher::Config::default().labels(&labels::managed_pods());
-        let pods =
-            reflect(Api::namespaced(client.clone(), namespace), pods_cfg, &changed, &synced, tasks, |_| {});
+        let pods = reflect(
+            Api::namespaced(client.clone(), namespace),
+            pods_cfg,
+            &changed,
+            &synced,
+            tasks,
+            &shutdown,
+            |_| {},
+        );
         Self { pools, sessions, pods, changed, synced, session_changes }
     }
 
@@ -103,6 +116,7 @@ fn reflect<K>(
     changed: &Arc<watch::Sender<u64>>,
     synced: &Arc<watch::Sender<u8>>,
     tasks: &mut JoinSet<()>,
+    shutdown: &Shutdown,
     on_apply: impl Fn(Arc<K>) + Send + 'static,
 ) -> Store<K>
 where
@@ -116,10 +130,18 @@ where
         .default_backoff()
         .modify(|o: &mut K| o.meta_mut().managed_fields = None)
         .reflect(writer);
+    let mut shutdown = shutdown.clone();
     tasks.spawn(async move {
         futures::pin_mut!(stream);
         let mut first_list = true;
-        while let Some(event) = stream.next().await {
+        loop {
+            let event = tokio::select! {
+                event = stream.next() => match event {
+                    Some(event) => event,
+                    None => break,
+                },
+                _ = shutdown.wait() => break,
+            };
             match event {
                 Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
                     changed.send_modify(|n| *n += 1);
