@@ -222,12 +222,16 @@ EOF
   [[ "$who" == "system:serviceaccount:$REL_NS:$SA" ]] && ok || fail "the token is '$who'"
 }
 
-# can VERB RESOURCE NAMESPACE|- [yes|no]
+# can VERB RESOURCE[/NAME][:SUBRESOURCE] NAMESPACE|- yes|no
 can() {
   local verb="$1" res="$2" ns="$3" want="$4" got args=()
   if [[ "$ns" == - ]]; then args=(--all-namespaces); else args=(-n "$ns"); fi
+  if [[ "$res" == *:* ]]; then
+    args+=(--subresource "${res#*:}")
+    res="${res%%:*}"
+  fi
   got="$(ksa auth can-i "$verb" "$res" "${args[@]}" 2>/dev/null || true)"
-  if [[ "$got" == "$want" ]]; then ok; else fail "can-i $verb $res in $ns: '$got', want $want"; fi
+  if [[ "$got" == "$want" ]]; then ok; else fail "can-i $verb $2 in $ns: '$got', want $want"; fi
 }
 
 rbac_allowed() {
@@ -235,9 +239,10 @@ rbac_allowed() {
   for v in list watch create patch delete; do can "$v" pods "$WS_NS" yes; done
   for v in list watch create patch delete; do can "$v" workstationsessions.cadbroker.io "$WS_NS" yes; done
   for v in list watch patch delete; do can "$v" capacitypools.cadbroker.io "$WS_NS" yes; done
-  can patch workstationsessions.cadbroker.io/status "$WS_NS" yes
-  can patch capacitypools.cadbroker.io/status "$WS_NS" yes
-  can update workstationsessions.cadbroker.io/finalizers "$WS_NS" yes
+  can patch workstationsessions.cadbroker.io:status "$WS_NS" yes
+  can patch capacitypools.cadbroker.io:status "$WS_NS" yes
+  can update workstationsessions.cadbroker.io:finalizers "$WS_NS" yes
+  can update capacitypools.cadbroker.io:finalizers "$WS_NS" yes
   can create leases.coordination.k8s.io "$WS_NS" yes
   can update leases.coordination.k8s.io/cadbroker-allocator "$WS_NS" yes
   can get leases.coordination.k8s.io/cadbroker-allocator "$WS_NS" yes
@@ -268,11 +273,14 @@ rbac_refused() {
   can list pods - no
   can deletecollection pods "$WS_NS" no
   # Into a workstation: no exec, attach, port-forward, logs; no reading pods one by one.
-  can create pods/exec "$WS_NS" no
-  can create pods/attach "$WS_NS" no
-  can create pods/portforward "$WS_NS" no
-  can get pods/log "$WS_NS" no
+  can create pods:exec "$WS_NS" no
+  can create pods:attach "$WS_NS" no
+  can create pods:portforward "$WS_NS" no
+  can get pods:log "$WS_NS" no
   can update pods "$WS_NS" no
+  can get pods "$WS_NS" no
+  can patch pods:status "$WS_NS" no
+  can update workstationsessions.cadbroker.io:status "$WS_NS" no
   # Pools come from admins: no create; other namespaces' pools and sessions: nothing.
   can create capacitypools.cadbroker.io "$WS_NS" no
   can list capacitypools.cadbroker.io default no
@@ -286,7 +294,7 @@ rbac_refused() {
   can escalate clusterroles.rbac.authorization.k8s.io - no
   can bind clusterroles.rbac.authorization.k8s.io - no
   can impersonate serviceaccounts "$WS_NS" no
-  can create serviceaccounts/token "$REL_NS" no
+  can create serviceaccounts:token "$REL_NS" no
   can create namespaces - no
   can update namespaces/"$WS_NS" - no
   can create customresourcedefinitions.apiextensions.k8s.io - no
@@ -320,6 +328,126 @@ rbac_refused() {
     --overrides='{"spec":{"containers":[{"name":"x","image":"cadbroker.invalid/x","securityContext":{"privileged":true}}]}}'
 }
 
+# The real broker binary on the host, as the ServiceAccount, in the chart's workstations
+# namespace: it must start (CRD check, watches), take the Lease, keep a warm pod, hand it to a
+# session, write the session's and the pool's status, end the session and delete its pod, all
+# without one refusal from the API server. Its pods are admitted under `restricted`, with the
+# chart's workstation PriorityClass.
+broker_as_sa() {
+  local bin="${CARGO_TARGET_DIR:-target}/debug/cadbroker" cfg="$WORK/host-broker.toml" port admin
+  read -r port admin < <(python3 -c 'import socket
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*[x.getsockname()[1] for x in s])')
+  cat >"$cfg" <<EOF
+[server]
+listen = "127.0.0.1:$port"
+adminListen = "127.0.0.1:$admin"
+maxBodyBytes = 65536
+requestTimeout = "30s"
+[backend]
+kind = "kubernetes"
+[backend.kubernetes]
+namespace = "$WS_NS"
+kubeconfig = "$WORK/sa.kubeconfig"
+leaseName = "cadbroker-allocator"
+leaseDuration = "6s"
+createWait = "5s"
+activityInterval = "30s"
+[auth]
+[[auth.issuers]]
+name = "dev"
+kind = "development"
+issuer = "https://cadbroker.invalid/dev"
+audience = "cadbroker"
+keyFile = "$WORK/dev-signing-key.pem"
+[gateway]
+publicUrl = "http://127.0.0.1:$port"
+EOF
+  k -n "$WS_NS" apply --server-side -f - >/dev/null <<'EOF'
+apiVersion: cadbroker.io/v1alpha1
+kind: CapacityPool
+metadata: { name: host-smoke }
+spec:
+  displayName: host smoke
+  capacity: { min: 0, max: 2, warm: 1 }
+  access: { allAuthenticated: true }
+  connect: { port: 6080, path: / }
+  template:
+    metadata: { annotations: { test.cadbroker.io/start-delay: "0s" } }
+    spec:
+      priorityClassName: cadbroker-workstation
+      containers:
+        - name: desktop
+          image: cadbroker.invalid/desktop:test
+          resources: { limits: { nvidia.com/gpu: "1" } }
+EOF
+  NO_COLOR=1 "$bin" --config "$cfg" --log info serve >"$WORK/host-broker.log" 2>&1 &
+  local pid=$! i
+  for i in $(seq 150); do
+    curl -fsS "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  expect_ok "the broker as the SA is ready" curl -fsS "http://127.0.0.1:$admin/readyz"
+  local holder="" warm=""
+  for i in $(seq 150); do
+    holder="$(k -n "$WS_NS" get lease cadbroker-allocator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)"
+    warm="$(k -n "$WS_NS" get pods -l cadbroker.io/pool=host-smoke --field-selector=status.phase=Running \
+      -o name 2>/dev/null | wc -l)"
+    [[ -n "$holder" && "$warm" == 1 ]] && break
+    sleep 0.2
+  done
+  [[ -n "$holder" ]] && ok || fail "the broker as the SA never took the Lease"
+  [[ "$warm" == 1 ]] && ok || fail "the broker as the SA keeps $warm warm pods, want 1"
+  local token body id="" phase=""
+  token="$("$bin" --config "$cfg" token --user alice)"
+  body="$(curl -sS -H "Authorization: Bearer $token" -H 'content-type: application/json' \
+    -d '{"pool":"host-smoke"}' "http://127.0.0.1:$port/api/v1/sessions" || true)"
+  read -r id phase < <(python3 -c 'import json, sys
+try: b = json.loads(sys.argv[1])
+except ValueError: b = {}
+print(b.get("id", "-"), b.get("phase", "-"))' "$body")
+  [[ "$phase" == Ready ]] && ok || fail "a session as the SA: $body"
+  local s_phase="" in_use=""
+  for i in $(seq 100); do
+    s_phase="$(k -n "$WS_NS" get workstationsession "$id" -o jsonpath='{.status.phase}' 2>/dev/null || true)"
+    in_use="$(k -n "$WS_NS" get capacitypool host-smoke -o jsonpath='{.status.inUse}' 2>/dev/null || true)"
+    [[ "$s_phase" == Ready && "$in_use" == 1 ]] && break
+    sleep 0.2
+  done
+  [[ "$s_phase" == Ready ]] && ok || fail "session status written by the SA: '$s_phase'"
+  [[ "$in_use" == 1 ]] && ok || fail "pool status written by the SA: inUse '$in_use'"
+  curl -sS -X DELETE -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api/v1/sessions/$id" >/dev/null || true
+  local left=""
+  for i in $(seq 100); do
+    left="$(k -n "$WS_NS" get pods -l "cadbroker.io/session=$id" -o name 2>/dev/null || true)"
+    [[ -z "$left" ]] && break
+    sleep 0.2
+  done
+  [[ -z "$left" ]] && ok || fail "the ended session's pod was not deleted: $left"
+  # SIGTERM, as the kubelet sends it: the broker must stop within its grace period.
+  kill "$pid" 2>/dev/null || true
+  for i in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    fail "the broker did not stop within 10 s of SIGTERM"
+    kill -9 "$pid" 2>/dev/null || true
+  else
+    ok
+  fi
+  wait "$pid" 2>/dev/null || true
+  if grep -iq 'forbidden' "$WORK/host-broker.log"; then
+    fail "the API server refused the broker: $(grep -i -m3 'forbidden' "$WORK/host-broker.log")"
+  else
+    ok
+  fi
+  k -n "$WS_NS" delete capacitypool host-smoke --wait=false >/dev/null
+  k -n "$WS_NS" delete lease cadbroker-allocator --wait=false >/dev/null 2>&1 || true
+}
+
 # The Kubernetes backend's integration tests with every broker running as the ServiceAccount:
 # each test namespace gets the chart's ClusterRole bound to it, exactly as the chart binds it in
 # the workstations namespace, and nothing more.
@@ -329,12 +457,18 @@ backend_as_sa() {
     return 0
   fi
   local rc=0
+  cargo test --locked --features cluster-tests --test kube_backend --no-run
+  # Bounded: a hung test must fail the run, not stall CI.
   CADBROKER_TEST_BROKER_KUBECONFIG="$WORK/sa.kubeconfig" \
     CADBROKER_TEST_BROKER_SUBJECT="$REL_NS/$SA" \
     CADBROKER_TEST_BROKER_CLUSTERROLE="$FULLNAME-workstations" \
+    timeout -k 10 "${CHART_TESTS_BACKEND_TIMEOUT:-600}" \
     cargo test --locked --features cluster-tests --test kube_backend 2>&1 | tee "$WORK/kube_backend.log" ||
     rc=$?
   ((rc == 0)) && ok || fail "tests/kube_backend.rs as the ServiceAccount (exit $rc; $WORK/kube_backend.log)"
+  if grep -Eiq 'forbidden' "$WORK/kube_backend.log"; then
+    fail "the API server refused the ServiceAccount during tests/kube_backend.rs"
+  fi
 }
 
 upgrade_uninstall() {
@@ -381,6 +515,7 @@ step "example pools, Pod Security" pools
 step "ServiceAccount token" sa_kubeconfig
 step "RBAC: allowed" rbac_allowed
 step "RBAC: refused" rbac_refused
+step "the broker on the host as the SA" broker_as_sa
 step "backend tests as the SA" backend_as_sa
 step "upgrade, uninstall, keep" upgrade_uninstall
 

@@ -187,7 +187,7 @@ cmd_build_helm() {
 # in the user's ~/.cache/helm or ~/.config/helm.
 cmd_helm() {
   [[ "${1:-}" == "--" ]] && shift
-  cmd_build_helm >&4
+  BUILD_BIN="$HELM_BIN" have helm "$HELM_VERSION" || cmd_build_helm >&4
   mkdir -p "$STATE/helm"
   HELM_CACHE_HOME="$STATE/helm/cache" HELM_CONFIG_HOME="$STATE/helm/config" \
     HELM_DATA_HOME="$STATE/helm/data" "$HELM_BIN/helm" "$@"

@@ -4,7 +4,7 @@ module cadbroker.invalid/tests/cluster/helm
 
 go 1.26.0
 
-require helm.sh/helm/v4 v4.3.2
+require helm.sh/helm/v4 v4.3.2 // indirect
 
 require (
 	dario.cat/mergo v1.0.1 // indirect
@@ -130,3 +130,5 @@ require (
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
+
+tool helm.sh/helm/v4/cmd/helm
