@@ -16,7 +16,9 @@
 #      namespace, the CRDs and the sessions.
 #
 #   tests/cluster/cluster.sh run -- tests/charts/run.sh          # the whole thing
-#   CHART_TESTS_SKIP_BACKEND=1 tests/charts/run.sh               # without step 5's cargo tests
+#   CHART_TESTS_BACKEND=required|report|skip   what a failing tests/kube_backend.rs does (default
+#                                             required: fails the run; report: printed, not
+#                                             counted; an API refusal always fails the run)
 # Docs: docs/testing.md ("Chart tests").
 set -Eeuo pipefail
 
@@ -452,22 +454,41 @@ print(b.get("id", "-"), b.get("phase", "-"))' "$body")
 # each test namespace gets the chart's ClusterRole bound to it, exactly as the chart binds it in
 # the workstations namespace, and nothing more.
 backend_as_sa() {
-  if [[ -n "${CHART_TESTS_SKIP_BACKEND:-}" ]]; then
-    log "backend tests skipped (CHART_TESTS_SKIP_BACKEND)"
+  local mode="${CHART_TESTS_BACKEND:-required}"
+  if [[ -n "${CHART_TESTS_SKIP_BACKEND:-}" || "$mode" == skip ]]; then
+    log "backend tests skipped"
     return 0
   fi
   local rc=0
   cargo test --locked --features cluster-tests --test kube_backend --no-run
-  # Bounded: a hung test must fail the run, not stall CI.
-  CADBROKER_TEST_BROKER_KUBECONFIG="$WORK/sa.kubeconfig" \
+  # Bounded: a hung test must fail the run, not stall CI. TEST_LOG=warn: every refused call of a
+  # broker under test (a write, a watch, the Lease) is logged, and any refusal fails below.
+  TEST_LOG=warn CADBROKER_TEST_BROKER_KUBECONFIG="$WORK/sa.kubeconfig" \
     CADBROKER_TEST_BROKER_SUBJECT="$REL_NS/$SA" \
     CADBROKER_TEST_BROKER_CLUSTERROLE="$FULLNAME-workstations" \
     timeout -k 10 "${CHART_TESTS_BACKEND_TIMEOUT:-600}" \
     cargo test --locked --features cluster-tests --test kube_backend 2>&1 | tee "$WORK/kube_backend.log" ||
     rc=$?
-  ((rc == 0)) && ok || fail "tests/kube_backend.rs as the ServiceAccount (exit $rc; $WORK/kube_backend.log)"
-  if grep -Eiq 'forbidden' "$WORK/kube_backend.log"; then
-    fail "the API server refused the ServiceAccount during tests/kube_backend.rs"
+  # A failed test leaves its namespace (and pods holding GPUs) behind: remove the namespaces this
+  # run bound the ServiceAccount into.
+  local left
+  left="$(k get rolebindings -A --field-selector metadata.name=cadbroker-under-test \
+    -o jsonpath='{range .items[*]}{.metadata.namespace}{" "}{end}')"
+  # shellcheck disable=SC2086 # one word per namespace
+  [[ -n "$left" ]] && k delete namespace $left --wait=false >/dev/null
+  if grep -iq 'forbidden' "$WORK/kube_backend.log"; then
+    fail "the API server refused the ServiceAccount in tests/kube_backend.rs: $(grep -i -m3 'forbidden' "$WORK/kube_backend.log")"
+  else
+    ok
+  fi
+  if ((rc == 0)); then
+    ok
+  elif [[ "$mode" == report ]]; then
+    # The suite's own failures (not refusals: those failed above) are reported, not counted.
+    log "NOTE: tests/kube_backend.rs failed as the ServiceAccount (exit $rc), not counted (CHART_TESTS_BACKEND=report):"
+    grep -E '^test .*FAILED|^test result' "$WORK/kube_backend.log" >&2 || true
+  else
+    fail "tests/kube_backend.rs as the ServiceAccount (exit $rc; $WORK/kube_backend.log)"
   fi
 }
 
