@@ -268,6 +268,11 @@ componentsPatches:
   # endpoints would fail forever: switch it off (nothing in the test cluster uses that Service).
   - key: endpoint-reconciler-type
     value: none
+  # On top of the default admission plugins, as hardened clusters (OpenShift, for one) run it:
+  # setting an owner reference with blockOwnerDeletion needs update on the owner's finalizers,
+  # so the chart tests' RBAC proof covers that rule (the admin identity bypasses it).
+  - key: enable-admission-plugins
+    value: OwnerReferencesPermissionEnforcement
 - name: kwok-controller
   extraArgs:
   # kwokctl passes an empty --node-ip; nodes without an InternalIP would get this one.
