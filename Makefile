@@ -22,11 +22,14 @@ test: ## the whole suite: Rust tests, then the local Kubernetes control plane an
 test-rust: ## unit, property, HTTP and CLI tests only (no cluster)
 	cargo test --locked
 
-# tests/charts/run.sh: the charts, and RBAC proven with the chart's ServiceAccount. Its run of
-# tests/kube_backend.rs only reports that suite's own failures until the suite is reliable (any
-# refusal by the API server still fails the run): then drop CHART_TESTS_BACKEND=report.
+# tests/charts/run.sh: the charts, and RBAC proven with the chart's ServiceAccount, running the
+# two suites above again as that identity. Any refusal by the API server fails the run; the
+# suites' own failures are only reported for now, because two_brokers_racing_give_exactly_one_pod_per_session
+# fails in about one run of three under the ServiceAccount (never refused; it passes as admin):
+# drop CHART_TESTS_BACKEND=report once that race is fixed.
 test-in-cluster: ## tests that need the running local cluster (KUBECONFIG set by cluster.sh run)
 	$(CLUSTER) smoke
+	cargo test --locked --features cluster-tests --test kube_backend --test kube_recovery
 	CHART_TESTS_BACKEND=report tests/charts/run.sh
 
 lint: ## formatting and clippy, as CI runs them

@@ -102,9 +102,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
         BackendKind::Kubernetes => {
             let k8s = &backend.kubernetes;
-            let (service, _writes) =
+            let (service, kube_metrics) =
                 crate::kubernetes::run::start(k8s, &broker, policy, &mut tasks, shutdown.clone()).await?;
-            let metrics = Arc::new(Metrics::new(service.clone()));
+            let mut metrics = Metrics::new(service.clone());
+            kube_metrics.register(&mut metrics.registry);
+            let metrics = Arc::new(metrics);
             let s = service.clone();
             (None, service as Arc<dyn SessionService>, metrics, Box::new(move |l| s.set_connect_links(l)))
         }

@@ -6,153 +6,11 @@
 
 mod common;
 
-use std::time::Duration;
-
-use cadbroker::{
-    config::{BackendKind, Config},
-    crd::{CapacityPool, WorkstationSession},
-};
-use common::TestBroker;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::{
-    Api, Client,
-    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
-};
+use cadbroker::crd::WorkstationSession;
+use common::cluster::{broker, client, create_pool, pods, running_pods, temp_namespace, wait_until};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use reqwest::{Method, StatusCode};
-use serde_json::json;
-
-fn kubeconfig() -> std::path::PathBuf {
-    std::env::var_os("KUBECONFIG")
-        .map(Into::into)
-        .expect("KUBECONFIG must point at the local test cluster: run these tests through `make test`")
-}
-
-/// The identity of the brokers under test: `CADBROKER_TEST_BROKER_KUBECONFIG` if set (the chart
-/// tests put the Helm chart's ServiceAccount there, tests/charts/run.sh), else KUBECONFIG. The
-/// tests' own setup and checks always use KUBECONFIG.
-fn broker_kubeconfig() -> std::path::PathBuf {
-    std::env::var_os("CADBROKER_TEST_BROKER_KUBECONFIG").map_or_else(kubeconfig, Into::into)
-}
-
-/// With `CADBROKER_TEST_BROKER_SUBJECT=namespace/serviceaccount` and
-/// `CADBROKER_TEST_BROKER_CLUSTERROLE=name`, binds that ClusterRole to that ServiceAccount in
-/// the test's namespace, as the chart does in its workstations namespace.
-async fn bind_broker_role(client: &Client, ns: &str) {
-    let (Ok(subject), Ok(role)) =
-        (std::env::var("CADBROKER_TEST_BROKER_SUBJECT"), std::env::var("CADBROKER_TEST_BROKER_CLUSTERROLE"))
-    else {
-        return;
-    };
-    let (sa_ns, sa) = subject.split_once('/').expect("CADBROKER_TEST_BROKER_SUBJECT is namespace/name");
-    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
-        "metadata": { "name": "cadbroker-under-test", "namespace": ns },
-        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role },
-        "subjects": [{ "kind": "ServiceAccount", "namespace": sa_ns, "name": sa }],
-    }))
-    .unwrap();
-    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
-}
-
-async fn client() -> Client {
-    let kc = kube::config::Kubeconfig::read_from(kubeconfig()).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
-    Client::try_from(cfg).unwrap()
-}
-
-/// A fresh namespace, and the CRDs installed (server-side apply, idempotent).
-async fn temp_namespace(client: &Client) -> String {
-    let crds: Api<
-        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-    > = Api::all(client.clone());
-    for crd in cadbroker::crd::all_crds() {
-        let name = crd.metadata.name.clone().unwrap();
-        crds.patch(&name, &PatchParams::apply("cadbroker-tests").force(), &Patch::Apply(&crd)).await.unwrap();
-    }
-    for _ in 0..50 {
-        let ok = crds
-            .get("workstationsessions.cadbroker.io")
-            .await
-            .ok()
-            .and_then(|c| c.status)
-            .and_then(|s| s.conditions)
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
-        if ok {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let name = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let ns = Namespace {
-        metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
-        ..Default::default()
-    };
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
-    bind_broker_role(client, &name).await;
-    name
-}
-
-async fn create_pool(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    max: u32,
-    warm: u32,
-    gpus: u32,
-    start_delay: &str,
-) {
-    let pool: CapacityPool = serde_json::from_value(json!({
-        "apiVersion": "cadbroker.io/v1alpha1", "kind": "CapacityPool",
-        "metadata": { "name": name, "namespace": ns },
-        "spec": {
-            "displayName": name, "capacity": { "min": 0, "max": max, "warm": warm },
-            "access": { "allAuthenticated": true }, "connect": { "port": 6080, "path": "/" },
-            "template": {
-                "metadata": { "annotations": { "test.cadbroker.io/start-delay": start_delay } },
-                "spec": { "containers": [{ "name": "desktop", "image": "cadbroker.invalid/desktop:test",
-                    "resources": { "limits": { "nvidia.com/gpu": gpus.to_string() } } }] }
-            }
-        }
-    }))
-    .unwrap();
-    Api::<CapacityPool>::namespaced(client.clone(), ns).create(&PostParams::default(), &pool).await.unwrap();
-}
-
-async fn broker(ns: &str) -> TestBroker {
-    let ns = ns.to_owned();
-    TestBroker::start(move |c: &mut Config| {
-        c.backend.kind = BackendKind::Kubernetes;
-        c.backend.kubernetes.namespace = ns;
-        c.backend.kubernetes.kubeconfig = Some(broker_kubeconfig());
-        c.backend.kubernetes.lease_duration = Duration::from_secs(3);
-        c.pools.clear();
-    })
-    .await
-}
-
-async fn pods(client: &Client, ns: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap().items
-}
-
-async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
-    for _ in 0..300 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
-
-async fn running_pods(client: &Client, ns: &str) -> usize {
-    pods(client, ns)
-        .await
-        .iter()
-        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .count()
-}
 
 #[tokio::test]
 async fn a_warm_pod_is_claimed_and_the_session_is_ready_with_a_loopback_pod_ip() {
@@ -181,7 +39,6 @@ async fn a_warm_pod_is_claimed_and_the_session_is_ready_with_a_loopback_pod_ip()
     assert_eq!(pod.metadata.owner_references.unwrap()[0].kind, "WorkstationSession");
     assert_eq!(pod.spec.unwrap().automount_service_account_token, Some(false));
     broker.stop().await;
-    Api::<Namespace>::all(client).delete(&ns, &DeleteParams::default()).await.unwrap();
 }
 
 #[tokio::test]
@@ -204,7 +61,6 @@ async fn a_cold_start_goes_through_the_scheduler_and_a_full_pool_queues_until_a_
     broker.wait_phase(&b, second["id"].as_str().unwrap(), "Ready").await;
     wait_until("only the second session's pod is left", async || pods(&client, &ns).await.len() == 1).await;
     broker.stop().await;
-    Api::<Namespace>::all(client).delete(&ns, &DeleteParams::default()).await.unwrap();
 }
 
 #[tokio::test]
@@ -226,7 +82,6 @@ async fn with_gpus_exhausted_a_session_stays_starting_with_the_schedulers_reason
     .await;
     assert_eq!(last["phase"], "Starting");
     broker.stop().await;
-    Api::<Namespace>::all(client).delete(&ns, &DeleteParams::default()).await.unwrap();
 }
 
 #[tokio::test]
@@ -260,7 +115,6 @@ async fn a_restarted_broker_rebuilds_from_the_cluster_without_orphans_or_double_
     expected.sort();
     assert_eq!(holders, expected, "each session holds exactly one pod");
     second.stop().await;
-    Api::<Namespace>::all(client).delete(&ns, &DeleteParams::default()).await.unwrap();
 }
 
 #[tokio::test]
@@ -280,15 +134,20 @@ async fn two_brokers_racing_give_exactly_one_pod_per_session() {
     for (i, (_, id)) in ids.iter().enumerate() {
         one.wait_phase(&one.token(&format!("racer{i}"), &[]), id, "Ready").await;
     }
-    let pods = pods(&client, &ns).await;
-    for (_, id) in &ids {
-        let n = pods
-            .iter()
-            .filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get("cadbroker.io/session")) == Some(id))
-            .count();
-        assert_eq!(n, 1, "session {id} holds {n} pods");
-    }
+    // Both brokers run in this process with the same identity, so both believe they hold the
+    // lease: the worst case, two leaders. Claims are compare-and-swaps, so no pod is ever
+    // shared; a session that got two pods keeps one after the next pass.
+    let holders = async || {
+        let pods = pods(&client, &ns).await;
+        let live = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none());
+        let mut held: Vec<String> =
+            live.filter_map(|p| p.metadata.labels.as_ref()?.get("cadbroker.io/session").cloned()).collect();
+        held.sort();
+        held
+    };
+    let mut expected: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
+    expected.sort();
+    wait_until("each session holds exactly one pod", async || holders().await == expected).await;
     one.stop().await;
     two.stop().await;
-    Api::<Namespace>::all(client).delete(&ns, &DeleteParams::default()).await.unwrap();
 }

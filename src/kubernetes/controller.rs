@@ -1,13 +1,7 @@
 //! The allocator: while this replica holds the lease, runs a pass whenever the caches change
 //! (at most every `MIN_GAP`) and on a tick for time-driven limits.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio::{sync::watch, time::Instant};
@@ -17,15 +11,6 @@ use crate::{service::engine::EnginePolicy, shutdown::Shutdown};
 
 /// Shortest time between two passes.
 const MIN_GAP: Duration = Duration::from_millis(10);
-
-/// Writes counted since start, by outcome (for metrics and the benchmark).
-#[derive(Debug, Default)]
-pub struct WriteCounters {
-    /// Successful writes by the allocator.
-    pub done: AtomicU64,
-    /// Failed writes (retried later).
-    pub failed: AtomicU64,
-}
 
 /// What the allocator works with.
 pub struct Allocator {
@@ -39,16 +24,17 @@ pub struct Allocator {
     pub policy: EnginePolicy,
     /// Pass at least this often.
     pub interval: Duration,
-    /// Write counts.
-    pub counters: Arc<WriteCounters>,
 }
 
 /// Runs the allocator until shutdown, passing only while `leading`.
 pub async fn run(allocator: Allocator, mut leading: watch::Receiver<bool>, mut shutdown: Shutdown) {
-    let Allocator { stores, writer, namespace, policy, interval, counters } = allocator;
+    let Allocator { stores, writer, namespace, policy, interval } = allocator;
     tracing::debug!("allocator starting");
     let mut changes = stores.changes();
-    stores.wait_ready().await;
+    tokio::select! {
+        _ = stores.wait_ready() => {}
+        _ = shutdown.wait() => return,
+    }
     tracing::debug!("allocator caches ready");
     let mut tick = tokio::time::interval(interval);
     let mut last = Instant::now();
@@ -71,7 +57,6 @@ pub async fn run(allocator: Allocator, mut leading: watch::Receiver<bool>, mut s
             continue;
         }
         let outcome = writer.execute(writes).await;
-        counters.done.fetch_add(outcome.done, Ordering::Relaxed);
-        counters.failed.fetch_add(outcome.failed, Ordering::Relaxed);
+        tracing::debug!(?outcome, "allocator writes");
     }
 }

@@ -1,8 +1,10 @@
 //! Carries out planned writes against the API server: pod writes first (creates, claims as
 //! compare-and-swap, deletes), then the status writes that depended on them. 404 on delete and
-//! 409 on create count as done; a lost claim race is skipped and decided again next pass.
+//! 409 on create count as done; a lost claim race is skipped and decided again next pass. Each
+//! failure is counted under its category and reported as a Kubernetes Event on the object it
+//! concerns (the session or the pool), so `kubectl describe` shows why a session is stuck.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, sync::Arc};
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Pod;
@@ -12,7 +14,11 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::plan::Write;
+use super::{
+    events::Events,
+    metrics::{Category, KubeMetrics},
+    plan::Write,
+};
 use crate::crd::{CapacityPool, WorkstationSession};
 
 /// Writes in flight at once.
@@ -35,6 +41,8 @@ pub struct Writer {
     pods: Api<Pod>,
     sessions: Api<WorkstationSession>,
     pools: Api<CapacityPool>,
+    metrics: Arc<KubeMetrics>,
+    events: Events,
 }
 
 const STATUS_FIELDS: [&str; 10] = [
@@ -56,11 +64,26 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
 
 impl Writer {
     /// Writers in `namespace`.
-    pub fn new(client: &Client, namespace: &str) -> Self {
+    pub fn new(client: &Client, namespace: &str, metrics: Arc<KubeMetrics>, events: Events) -> Self {
         Self {
             pods: Api::namespaced(client.clone(), namespace),
             sessions: Api::namespaced(client.clone(), namespace),
             pools: Api::namespaced(client.clone(), namespace),
+            metrics,
+            events,
+        }
+    }
+
+    /// Counts a failure and reports it on the object it concerns (a session, or a pool when
+    /// `session` is `None` and `pool` is known).
+    async fn failed(&self, category: Category, session: Option<&str>, pool: Option<&str>, e: &kube::Error) {
+        self.metrics.error(category);
+        tracing::warn!(error = %e, category = category.label(), session, pool, "write failed");
+        let note = format!("{}: {}", category.label(), crate::kubernetes::events::short(e));
+        match (session, pool) {
+            (Some(s), _) => self.events.warn_session(s, category.reason(), note).await,
+            (None, Some(p)) => self.events.warn_pool(p, category.reason(), note).await,
+            _ => {}
         }
     }
 
@@ -100,6 +123,15 @@ impl Writer {
     }
 
     async fn pod_write(&self, write: Write) -> (Option<String>, bool) {
+        let point = fault::point_of(&write);
+        let outcome = self.pod_write_inner(write).await;
+        if outcome.1 {
+            fault::pause_after(point).await;
+        }
+        outcome
+    }
+
+    async fn pod_write_inner(&self, write: Write) -> (Option<String>, bool) {
         match write {
             Write::CreatePod { pod } => {
                 let name = pod.metadata.name.clone();
@@ -109,7 +141,9 @@ impl Writer {
                     // Already there: an earlier pass or another allocator created it.
                     Err(e) if is_status(e, 409) => true,
                     Err(e) => {
-                        tracing::warn!(pod = ?name, error = %e, category = "create_pod", "write failed");
+                        let session = pod_label(&pod, super::labels::SESSION);
+                        let pool = pod_label(&pod, super::labels::POOL);
+                        self.failed(Category::CreatePod, session, pool, e).await;
                         false
                     }
                 };
@@ -122,13 +156,19 @@ impl Writer {
                     "ownerReferences": [owner.reference()],
                 }});
                 let result = self.pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
-                if let Err(e) = &result {
-                    let category = if is_status(e, 409) { "claim_conflict" } else { "claim_pod" };
-                    tracing::info!(pod = %name, %session, error = %e, category, "claim not made");
+                match &result {
+                    // A lost race is expected (another allocator, or the pod changed): decided
+                    // again next pass, counted, not an Event.
+                    Err(e) if is_status(e, 409) => {
+                        self.metrics.error(Category::ClaimConflict);
+                        tracing::info!(pod = %name, %session, "claim lost a race; deciding again");
+                    }
+                    Err(e) => self.failed(Category::ClaimPod, Some(&session), None, e).await,
+                    Ok(_) => {}
                 }
                 (Some(name), result.is_ok())
             }
-            Write::DeletePod { name, uid } => {
+            Write::DeletePod { name, uid, session } => {
                 let dp = DeleteParams {
                     preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
                     ..Default::default()
@@ -138,7 +178,7 @@ impl Writer {
                     Ok(_) => true,
                     Err(e) if is_status(e, 404) || is_status(e, 409) => true,
                     Err(e) => {
-                        tracing::warn!(pod = %name, error = %e, category = "delete_pod", "write failed");
+                        self.failed(Category::DeletePod, session.as_deref(), None, e).await;
                         false
                     }
                 };
@@ -149,7 +189,7 @@ impl Writer {
     }
 
     async fn other_write(&self, write: Write) -> bool {
-        let (what, result) = match write {
+        let (category, session, pool, result) = match write {
             Write::SessionStatus { name, status, .. } => {
                 let mut value = serde_json::to_value(&*status).unwrap_or(Value::Null);
                 if let Some(map) = value.as_object_mut() {
@@ -161,25 +201,58 @@ impl Writer {
                 let patch = json!({ "status": value });
                 let r =
                     self.sessions.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
-                ("session_status", r.map(|_| ()))
+                (Category::SessionStatus, Some(name), None, r.map(|_| ()))
             }
             Write::DeleteSession { name } => {
                 let r = self.sessions.delete(&name, &DeleteParams::default()).await;
-                (
-                    "delete_session",
-                    r.map(|_| ()).or_else(|e| if is_status(&e, 404) { Ok(()) } else { Err(e) }),
-                )
+                let r = r.map(|_| ()).or_else(|e| if is_status(&e, 404) { Ok(()) } else { Err(e) });
+                (Category::DeleteSession, None, None, r)
             }
             Write::PoolStatus { name, status } => {
                 let patch = json!({ "status": status });
                 let r = self.pools.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
-                ("pool_status", r.map(|_| ()))
+                (Category::PoolStatus, None, Some(name), r.map(|_| ()))
             }
             _ => return true,
         };
         if let Err(e) = &result {
-            tracing::warn!(error = %e, category = what, "write failed");
+            self.failed(category, session.as_deref(), pool.as_deref(), e).await;
         }
         result.is_ok()
     }
+}
+
+fn pod_label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
+    pod.metadata.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+/// Test-only pauses in the write sequence, so that a test can kill -9 the broker exactly
+/// between a pod write and the status write that follows it.
+mod fault {
+    use super::Write;
+
+    /// The pause point of a write that concerns a session (warm-buffer writes have none).
+    pub fn point_of(write: &Write) -> &'static str {
+        let labelled = |pod: &k8s_openapi::api::core::v1::Pod| {
+            pod.metadata.labels.as_ref().is_some_and(|l| l.contains_key(super::super::labels::SESSION))
+        };
+        match write {
+            Write::CreatePod { pod } if labelled(pod) => "create",
+            Write::ClaimPod { .. } => "claim",
+            Write::DeletePod { session: Some(_), .. } => "delete",
+            _ => "",
+        }
+    }
+
+    /// With `CADBROKER_PAUSE_AFTER=<point>`, announces the point on stderr and never returns.
+    #[cfg(feature = "fault-injection")]
+    pub async fn pause_after(point: &str) {
+        if std::env::var("CADBROKER_PAUSE_AFTER").is_ok_and(|p| p == point) {
+            eprintln!("cadbroker-fault: paused after {point}");
+            std::future::pending::<()>().await;
+        }
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    pub async fn pause_after(_point: &str) {}
 }

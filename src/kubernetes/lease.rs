@@ -3,7 +3,7 @@
 //! A lease is not a fence: claims are compare-and-swaps on pods, so two leaders for a moment
 //! still cannot hand one pod to two users.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use jiff::Timestamp;
 use k8s_openapi::{
@@ -13,6 +13,7 @@ use k8s_openapi::{
 use kube::{Api, Client, api::PostParams};
 use tokio::sync::watch;
 
+use super::metrics::{Category, KubeMetrics};
 use crate::shutdown::Shutdown;
 
 /// Who competes for which lease.
@@ -64,12 +65,13 @@ pub async fn run(
     namespace: String,
     cfg: LeaseConfig,
     leading: watch::Sender<bool>,
+    metrics: Arc<KubeMetrics>,
     mut shutdown: Shutdown,
 ) {
     let api: Api<Lease> = Api::namespaced(client, &namespace);
     let every = cfg.duration / 3;
     loop {
-        let held = try_hold(&api, &cfg).await;
+        let held = try_hold(&api, &cfg, &metrics).await;
         if *leading.borrow() != held {
             tracing::info!(identity = %cfg.identity, leader = held, "leadership changed");
         }
@@ -82,12 +84,13 @@ pub async fn run(
     leading.send_replace(false);
 }
 
-async fn try_hold(api: &Api<Lease>, cfg: &LeaseConfig) -> bool {
+async fn try_hold(api: &Api<Lease>, cfg: &LeaseConfig, metrics: &KubeMetrics) -> bool {
     let now = Timestamp::now();
     let current = match api.get_opt(&cfg.name).await {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "reading the lease failed");
+            metrics.error(Category::Lease);
             return false;
         }
     };
@@ -115,7 +118,16 @@ async fn try_hold(api: &Api<Lease>, cfg: &LeaseConfig) -> bool {
         }
         (_, None) => return false,
     };
-    result.is_ok()
+    match result {
+        Ok(_) => true,
+        // Another replica renewed or took it between our read and write: follow it.
+        Err(kube::Error::Api(s)) if s.code == 409 => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "writing the lease failed");
+            metrics.error(Category::Lease);
+            false
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,9 +6,11 @@
 
 pub mod allocate;
 pub mod controller;
+pub mod events;
 pub mod execute;
 pub mod labels;
 pub mod lease;
+pub mod metrics;
 pub mod plan;
 pub mod pod;
 pub mod restore;

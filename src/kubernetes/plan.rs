@@ -26,8 +26,8 @@ pub enum Write {
     /// Label a pod for a session and make the session its owner, if its resourceVersion is still
     /// `resource_version`.
     ClaimPod { name: String, session: String, owner: Owner, resource_version: String },
-    /// Delete a pod (if its uid is still `uid`).
-    DeletePod { name: String, uid: String },
+    /// Delete a pod (if its uid is still `uid`); `session` is the one it was labelled for.
+    DeletePod { name: String, uid: String, session: Option<String> },
     /// Replace a session's status; skipped when the pod write named in `after` failed.
     SessionStatus { name: String, status: Box<WorkstationSessionStatus>, after: Option<String> },
     /// Delete a session object (retention passed, or a duplicate request).
@@ -138,7 +138,8 @@ pub fn plan(
                 }
                 if ws.phase == WorkstationPhase::Stopping && pod.metadata.deletion_timestamp.is_none() {
                     deleting.push(name.clone());
-                    writes.push(Write::DeletePod { name, uid: pod.metadata.uid.clone().unwrap_or_default() });
+                    let uid = pod.metadata.uid.clone().unwrap_or_default();
+                    writes.push(Write::DeletePod { name, uid, session: labelled.cloned() });
                 }
             }
         }

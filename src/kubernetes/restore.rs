@@ -121,8 +121,10 @@ pub fn restore(snapshot: &Snapshot, now: Timestamp) -> Restored {
     let mut out = Restored { state: State::with_pools(pools.values().cloned()), ..Restored::default() };
     let mut held_by: HashMap<SessionId, WorkstationId> = HashMap::new();
     let mut max_number = 0;
-    for pod in &snapshot.pods {
-        let Some(ws) = workstation_of(pod, &pools) else { continue };
+    let mut workstations: Vec<Workstation> =
+        snapshot.pods.iter().filter_map(|pod| workstation_of(pod, &pools)).collect();
+    release_extra_claims(&mut workstations, snapshot);
+    for ws in workstations {
         if let Some(n) = ws.id.as_str().rsplit("-ws-").next().and_then(|n| n.parse::<u64>().ok()) {
             max_number = max_number.max(n);
         }
@@ -139,13 +141,55 @@ pub fn restore(snapshot: &Snapshot, now: Timestamp) -> Restored {
     for cr in sessions {
         restore_session(&mut out, cr, &held_by);
     }
-    account_for_missing_pods(&mut out.state, now);
+    account_for_missing_pods(&mut out.state, &out.ends, now);
     out
 }
 
+/// Two allocators that both believed they led (a lease is not a fence) can each claim a
+/// different warm pod for the same session: every claim is a compare-and-swap, so no pod is
+/// ever shared, but the session then holds two. Keep the one its status names (else a ready
+/// one, else the oldest) and stop the others: they were never handed to anyone else, but they
+/// were handed out, so they are not returned to the warm buffer.
+fn release_extra_claims(workstations: &mut [Workstation], snapshot: &Snapshot) {
+    let mut by_session: HashMap<SessionId, Vec<usize>> = HashMap::new();
+    for (i, ws) in workstations.iter().enumerate() {
+        if let Some(s) = &ws.session {
+            by_session.entry(s.clone()).or_default().push(i);
+        }
+    }
+    for (session, held) in by_session.into_iter().filter(|(_, held)| held.len() > 1) {
+        let named = snapshot
+            .sessions
+            .iter()
+            .find(|cr| cr.metadata.name.as_deref() == Some(session.as_str()))
+            .and_then(|cr| cr.status.as_ref()?.pod.clone());
+        let keep = held
+            .iter()
+            .copied()
+            .min_by_key(|&i| {
+                let ws = &workstations[i];
+                let rank = if named.as_deref() == Some(ws.id.as_str()) {
+                    0
+                } else if ws.phase == WorkstationPhase::Ready {
+                    1
+                } else {
+                    2
+                };
+                (rank, ws.created_at, ws.id.as_str().to_owned())
+            })
+            .expect("more than one");
+        for i in held.into_iter().filter(|&i| i != keep) {
+            workstations[i].session = None;
+            workstations[i].phase = WorkstationPhase::Stopping;
+            workstations[i].endpoint = None;
+        }
+    }
+}
+
 /// Sessions whose pod is not in the cache: a Starting one gets its pod back (the create is
-/// idempotent: the name comes from the session), an Ending one is over, a Ready one lost it.
-fn account_for_missing_pods(state: &mut State, now: Timestamp) {
+/// idempotent: the name comes from the session), an Ending one is over, one whose end was
+/// asked for ended, any other lost it.
+fn account_for_missing_pods(state: &mut State, ends: &[(SessionId, EndReason)], now: Timestamp) {
     let now_missing: Vec<(SessionId, SessionPhase, WorkstationId)> = state
         .live_sessions()
         .chain(state.sessions().filter(|s| s.phase == SessionPhase::Ending))
@@ -186,6 +230,11 @@ fn account_for_missing_pods(state: &mut State, now: Timestamp) {
                 observe(state, &Observation::Gone { workstation: ws, lost: false }, now);
             }
             SessionPhase::Queued => {}
+            // Its end was asked for and its pod deleted (the broker died before writing the
+            // status): it ended as asked, it did not fail.
+            _ if let Some((_, reason)) = ends.iter().find(|(s, _)| *s == id) => {
+                apply(state, &Action::EndSession { session: id, reason: *reason }, now);
+            }
             _ => {
                 let fail = Action::FailSession {
                     session: id,
@@ -247,7 +296,12 @@ fn restore_session(out: &mut Restored, cr: &WorkstationSession, held_by: &HashMa
     session.warning = status.warning;
     session.ended_at = ts(&status.ended_at);
     session.end_reason = status.end_reason;
-    session.message = status.message.clone();
+    // While starting, the pod's scheduling condition is the freshest word on why it waits.
+    let pod_message = (phase == SessionPhase::Starting)
+        .then(|| session.workstation.as_ref().and_then(|w| out.state.workstation(w)))
+        .flatten()
+        .and_then(|w| w.message.clone());
+    session.message = pod_message.or_else(|| status.message.clone());
     let live = phase.is_live();
     out.state.restore_session(session);
     if live {

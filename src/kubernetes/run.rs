@@ -6,15 +6,18 @@ use std::sync::Arc;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, Client, Config,
+    client::ClientBuilder,
     config::{KubeConfigOptions, Kubeconfig},
 };
 use thiserror::Error;
 use tokio::{sync::watch, task::JoinSet};
 
 use super::{
-    controller::{self, WriteCounters},
+    controller,
+    events::Events,
     execute::Writer,
     lease::{self, LeaseConfig},
+    metrics::KubeMetrics,
     service::{KubeSessionService, ServiceSettings},
     store::Stores,
 };
@@ -41,8 +44,8 @@ pub enum KubeStartError {
     MissingCrd(String),
 }
 
-/// A Kubernetes client for `cfg`.
-pub async fn client(cfg: &KubernetesConfig) -> Result<Client, KubeStartError> {
+/// A Kubernetes client for `cfg` whose every write is counted in `metrics`.
+pub async fn client(cfg: &KubernetesConfig, metrics: &Arc<KubeMetrics>) -> Result<Client, KubeStartError> {
     let config = match &cfg.kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
@@ -53,7 +56,8 @@ pub async fn client(cfg: &KubernetesConfig) -> Result<Client, KubeStartError> {
         }
         None => Config::infer().await.map_err(|e| KubeStartError::Config(e.to_string()))?,
     };
-    Client::try_from(config).map_err(|e| KubeStartError::Config(e.to_string()))
+    let builder = ClientBuilder::try_from(config).map_err(|e| KubeStartError::Config(e.to_string()))?;
+    Ok(builder.with_layer(&metrics.layer()).build())
 }
 
 /// Fails with an install hint unless every CRD exists.
@@ -76,10 +80,11 @@ pub async fn start(
     policy: EnginePolicy,
     tasks: &mut JoinSet<()>,
     shutdown: Shutdown,
-) -> Result<(Arc<KubeSessionService>, Arc<WriteCounters>), KubeStartError> {
-    let client = client(cfg).await?;
+) -> Result<(Arc<KubeSessionService>, Arc<KubeMetrics>), KubeStartError> {
+    let metrics = Arc::new(KubeMetrics::default());
+    let client = client(cfg, &metrics).await?;
     check_crds(&client).await?;
-    let stores = Stores::start(&client, &cfg.namespace, tasks, shutdown.clone());
+    let stores = Stores::start(&client, &cfg.namespace, tasks, &shutdown);
     let settings = ServiceSettings {
         create_wait: cfg.create_wait,
         max_sessions_per_user: broker.max_sessions_per_user,
@@ -88,20 +93,27 @@ pub async fn start(
     let service = KubeSessionService::new(&client, &cfg.namespace, stores.clone(), settings);
     let (leading_tx, leading) = watch::channel(false);
     let identity = format!("{}-{}", hostname(), std::process::id());
+    let events = Events::new(&client, &cfg.namespace, identity.clone(), stores.clone());
     let lease_cfg = LeaseConfig { name: cfg.lease_name.clone(), identity, duration: cfg.lease_duration };
-    tasks.spawn(lease::run(client.clone(), cfg.namespace.clone(), lease_cfg, leading_tx, shutdown.clone()));
-    let counters = Arc::new(WriteCounters::default());
-    let writer = Writer::new(&client, &cfg.namespace);
+    let lease = lease::run(
+        client.clone(),
+        cfg.namespace.clone(),
+        lease_cfg,
+        leading_tx,
+        metrics.clone(),
+        shutdown.clone(),
+    );
+    tasks.spawn(lease);
+    let writer = Writer::new(&client, &cfg.namespace, metrics.clone(), events);
     let allocator = controller::Allocator {
         stores,
         writer,
         namespace: cfg.namespace.clone(),
         policy,
         interval: broker.reconcile_interval,
-        counters: counters.clone(),
     };
     tasks.spawn(controller::run(allocator, leading, shutdown));
-    Ok((service, counters))
+    Ok((service, metrics))
 }
 
 fn hostname() -> String {

@@ -21,10 +21,8 @@ use tokio::{
 };
 
 use super::{labels, restore::Snapshot};
-use crate::{
-    crd::{CapacityPool, WorkstationSession},
-    shutdown::Shutdown,
-};
+use crate::crd::{CapacityPool, WorkstationSession};
+use crate::shutdown::Shutdown;
 
 /// The three caches and their change signals.
 #[derive(Clone)]
@@ -39,9 +37,9 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// Starts the watches in `namespace`; the tasks end at `shutdown` (a watch stream never
-    /// ends by itself, and the broker waits for its tasks before it exits).
-    pub fn start(client: &Client, namespace: &str, tasks: &mut JoinSet<()>, shutdown: Shutdown) -> Self {
+    /// Starts the watches in `namespace`; the tasks run until the set is dropped or aborted.
+    /// The watches end at `shutdown`.
+    pub fn start(client: &Client, namespace: &str, tasks: &mut JoinSet<()>, shutdown: &Shutdown) -> Self {
         let changed = Arc::new(watch::channel(0u64).0);
         let synced = Arc::new(watch::channel(0u8).0);
         let (session_changes, _) = broadcast::channel(1024);
@@ -50,8 +48,7 @@ impl Stores {
             watcher::Config::default(),
             &changed,
             &synced,
-            tasks,
-            &shutdown,
+            (tasks, shutdown),
             |_| {},
         );
         let tx = session_changes.clone();
@@ -60,8 +57,7 @@ impl Stores {
             watcher::Config::default(),
             &changed,
             &synced,
-            tasks,
-            &shutdown,
+            (tasks, shutdown),
             move |s| {
                 let _ = tx.send(s);
             },
@@ -72,8 +68,7 @@ impl Stores {
             pods_cfg,
             &changed,
             &synced,
-            tasks,
-            &shutdown,
+            (tasks, shutdown),
             |_| {},
         );
         Self { pools, sessions, pods, changed, synced, session_changes }
@@ -108,6 +103,11 @@ impl Stores {
     pub fn session(&self, namespace: &str, name: &str) -> Option<Arc<WorkstationSession>> {
         self.sessions.get(&reflector::ObjectRef::new(name).within(namespace))
     }
+
+    /// One pool from the cache.
+    pub fn pool(&self, namespace: &str, name: &str) -> Option<Arc<CapacityPool>> {
+        self.pools.get(&reflector::ObjectRef::new(name).within(namespace))
+    }
 }
 
 fn reflect<K>(
@@ -115,8 +115,7 @@ fn reflect<K>(
     config: watcher::Config,
     changed: &Arc<watch::Sender<u64>>,
     synced: &Arc<watch::Sender<u8>>,
-    tasks: &mut JoinSet<()>,
-    shutdown: &Shutdown,
+    (tasks, shutdown): (&mut JoinSet<()>, &Shutdown),
     on_apply: impl Fn(Arc<K>) + Send + 'static,
 ) -> Store<K>
 where
@@ -136,12 +135,10 @@ where
         let mut first_list = true;
         loop {
             let event = tokio::select! {
-                event = stream.next() => match event {
-                    Some(event) => event,
-                    None => break,
-                },
-                _ = shutdown.wait() => break,
+                event = stream.next() => event,
+                _ = shutdown.wait() => None,
             };
+            let Some(event) = event else { break };
             match event {
                 Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
                     changed.send_modify(|n| *n += 1);

@@ -10,13 +10,13 @@
 #      API server accepts every object), the example pools accepted and their pod templates
 #      admitted under Pod Security `restricted`, a privileged pod refused there;
 #   5. RBAC proven with a token of the chart's ServiceAccount: the Kubernetes backend's
-#      integration tests (tests/kube_backend.rs) pass with the brokers running as it, and it is
+#      integration tests (tests/kube_backend.rs and tests/kube_recovery.rs) pass with the brokers running as it, and it is
 #      refused what it must not do (kubectl auth can-i, then real attempts);
 #   6. upgrade keeps the gateway key; uninstalling the app, then the CRD chart, keeps the
 #      namespace, the CRDs and the sessions.
 #
 #   tests/cluster/cluster.sh run -- tests/charts/run.sh          # the whole thing
-#   CHART_TESTS_BACKEND=required|report|skip   what a failing tests/kube_backend.rs does (default
+#   CHART_TESTS_BACKEND=required|report|skip   what a failing tests/kube_backend.rs and tests/kube_recovery.rs does (default
 #                                             required: fails the run; report: printed, not
 #                                             counted; an API refusal always fails the run)
 # Docs: docs/testing.md ("Chart tests").
@@ -107,7 +107,8 @@ lint() {
 # Every example values file renders a config the broker accepts.
 check_configs() {
   local f name
-  cargo build --locked -q --bin cadbroker
+  # The same features as the cluster suites, so that this build is the one `make test` just made.
+  cargo build --locked -q --features cluster-tests --bin cadbroker
   for f in "$EXAMPLES"/values-*.yaml; do
     name="$(basename "$f" .yaml)"
     helm template x "$CHART" -f "$f" --show-only templates/configmap.yaml >"$WORK/$name.cm.yaml"
@@ -460,14 +461,14 @@ backend_as_sa() {
     return 0
   fi
   local rc=0
-  cargo test --locked --features cluster-tests --test kube_backend --no-run
+  cargo test --locked --features cluster-tests --test kube_backend --test kube_recovery --no-run
   # Bounded: a hung test must fail the run, not stall CI. TEST_LOG=warn: every refused call of a
   # broker under test (a write, a watch, the Lease) is logged, and any refusal fails below.
   TEST_LOG=warn CADBROKER_TEST_BROKER_KUBECONFIG="$WORK/sa.kubeconfig" \
     CADBROKER_TEST_BROKER_SUBJECT="$REL_NS/$SA" \
     CADBROKER_TEST_BROKER_CLUSTERROLE="$FULLNAME-workstations" \
     timeout -k 10 "${CHART_TESTS_BACKEND_TIMEOUT:-600}" \
-    cargo test --locked --features cluster-tests --test kube_backend 2>&1 | tee "$WORK/kube_backend.log" ||
+    cargo test --locked --features cluster-tests --test kube_backend --test kube_recovery 2>&1 | tee "$WORK/kube_backend.log" ||
     rc=$?
   # A failed test leaves its namespace (and pods holding GPUs) behind: remove the namespaces this
   # run bound the ServiceAccount into.
@@ -477,7 +478,7 @@ backend_as_sa() {
   # shellcheck disable=SC2086 # one word per namespace
   [[ -n "$left" ]] && k delete namespace $left --wait=false >/dev/null
   if grep -iq 'forbidden' "$WORK/kube_backend.log"; then
-    fail "the API server refused the ServiceAccount in tests/kube_backend.rs: $(grep -i -m3 'forbidden' "$WORK/kube_backend.log")"
+    fail "the API server refused the ServiceAccount in tests/kube_backend.rs and tests/kube_recovery.rs: $(grep -i -m3 'forbidden' "$WORK/kube_backend.log")"
   else
     ok
   fi
@@ -485,10 +486,10 @@ backend_as_sa() {
     ok
   elif [[ "$mode" == report ]]; then
     # The suite's own failures (not refusals: those failed above) are reported, not counted.
-    log "NOTE: tests/kube_backend.rs failed as the ServiceAccount (exit $rc), not counted (CHART_TESTS_BACKEND=report):"
+    log "NOTE: tests/kube_backend.rs and tests/kube_recovery.rs failed as the ServiceAccount (exit $rc), not counted (CHART_TESTS_BACKEND=report):"
     grep -E '^test .*FAILED|^test result' "$WORK/kube_backend.log" >&2 || true
   else
-    fail "tests/kube_backend.rs as the ServiceAccount (exit $rc; $WORK/kube_backend.log)"
+    fail "tests/kube_backend.rs and tests/kube_recovery.rs as the ServiceAccount (exit $rc; $WORK/kube_backend.log)"
   fi
 }
 

@@ -2,6 +2,9 @@
 //! in a temporary directory, token minting, and a small HTTP client.
 #![allow(dead_code)]
 
+#[cfg(feature = "cluster-tests")]
+pub mod cluster;
+
 use std::{net::SocketAddr, time::Duration};
 
 use cadbroker::{

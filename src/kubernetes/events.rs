@@ -1,0 +1,115 @@
+//! Kubernetes Events on cadbroker's objects: failures (Warning) on the session or pool they
+//! concern, and the autoscaler's decisions (Normal) on their pool, so that `kubectl describe`
+//! tells an admin what the broker did and why. Publishing is best effort: an Event that
+//! cannot be written is logged, never retried, and never blocks allocation for long.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    Client, Resource,
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+
+use super::store::Stores;
+
+/// How long one Event write may take before it is given up.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest note the Events API accepts is 1 kB; keep well inside it.
+const MAX_NOTE: usize = 900;
+
+/// Publishes Events about the objects in one namespace.
+#[derive(Clone)]
+pub struct Events {
+    recorder: std::sync::Arc<Recorder>,
+    stores: Stores,
+    namespace: String,
+}
+
+impl Events {
+    /// Events reported as `instance` of the cadbroker controller.
+    pub fn new(client: &Client, namespace: &str, instance: String, stores: Stores) -> Self {
+        let reporter = Reporter { controller: "cadbroker".into(), instance: Some(instance) };
+        Self {
+            recorder: std::sync::Arc::new(Recorder::new(client.clone(), reporter)),
+            stores,
+            namespace: namespace.to_owned(),
+        }
+    }
+
+    /// A Warning on a session (skipped when the session is not cached: nothing to attach to).
+    pub async fn warn_session(&self, name: &str, reason: &str, note: String) {
+        if let Some(session) = self.stores.session(&self.namespace, name) {
+            self.publish(session.object_ref(&()), EventType::Warning, reason, "Allocate", note).await;
+        }
+    }
+
+    /// A Warning on a pool.
+    pub async fn warn_pool(&self, name: &str, reason: &str, note: String) {
+        if let Some(pool) = self.stores.pool(&self.namespace, name) {
+            self.publish(pool.object_ref(&()), EventType::Warning, reason, "Reconcile", note).await;
+        }
+    }
+
+    /// A Normal Event on a pool: one of the autoscaler's decisions.
+    pub async fn pool_decision(&self, name: &str, reason: &str, note: String) {
+        if let Some(pool) = self.stores.pool(&self.namespace, name) {
+            self.publish(pool.object_ref(&()), EventType::Normal, reason, "Scale", note).await;
+        }
+    }
+
+    async fn publish(
+        &self,
+        regarding: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(truncate(note)),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        match tokio::time::timeout(PUBLISH_TIMEOUT, self.recorder.publish(&event, &regarding)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, reason, "event not published"),
+            Err(_) => tracing::debug!(reason, "event not published in time"),
+        }
+    }
+}
+
+/// The API server's message of an error, without the client's wrapping.
+pub fn short(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
+        other => other.to_string(),
+    }
+}
+
+fn truncate(mut note: String) -> String {
+    if note.len() > MAX_NOTE {
+        let mut end = MAX_NOTE;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push('…');
+    }
+    note
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_notes_are_cut_on_a_character_boundary() {
+        let note = "é".repeat(1000);
+        let cut = truncate(note);
+        assert!(cut.len() <= MAX_NOTE + '…'.len_utf8());
+        assert!(cut.ends_with('…'));
+    }
+}

@@ -1,0 +1,177 @@
+//! Fixtures for tests against the local Kubernetes control plane: a client from KUBECONFIG,
+//! a namespace per test (deleted even when the test fails), pools, and polling helpers.
+#![cfg(feature = "cluster-tests")]
+
+use std::time::Duration;
+
+use cadbroker::{
+    config::{BackendKind, Config},
+    crd::CapacityPool,
+};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+use super::TestBroker;
+
+pub fn kubeconfig() -> std::path::PathBuf {
+    std::env::var_os("KUBECONFIG")
+        .map(Into::into)
+        .expect("KUBECONFIG must point at the local test cluster: run these tests through `make test`")
+}
+
+/// The identity of the brokers under test: `CADBROKER_TEST_BROKER_KUBECONFIG` if set (the chart
+/// tests put the Helm chart's ServiceAccount there, tests/charts/run.sh), else KUBECONFIG. The
+/// tests' own setup and checks always use KUBECONFIG.
+pub fn broker_kubeconfig() -> std::path::PathBuf {
+    std::env::var_os("CADBROKER_TEST_BROKER_KUBECONFIG").map_or_else(kubeconfig, Into::into)
+}
+
+/// With `CADBROKER_TEST_BROKER_SUBJECT=namespace/serviceaccount` and
+/// `CADBROKER_TEST_BROKER_CLUSTERROLE=name`, binds that ClusterRole to that ServiceAccount in
+/// the test's namespace, as the chart does in its workstations namespace.
+async fn bind_broker_role(client: &Client, ns: &str) {
+    let (Ok(subject), Ok(role)) =
+        (std::env::var("CADBROKER_TEST_BROKER_SUBJECT"), std::env::var("CADBROKER_TEST_BROKER_CLUSTERROLE"))
+    else {
+        return;
+    };
+    let (sa_ns, sa) = subject.split_once('/').expect("CADBROKER_TEST_BROKER_SUBJECT is namespace/name");
+    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": "cadbroker-under-test", "namespace": ns },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role },
+        "subjects": [{ "kind": "ServiceAccount", "namespace": sa_ns, "name": sa }],
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+}
+
+pub async fn client() -> Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig()).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    Client::try_from(cfg).unwrap()
+}
+
+/// A test's own namespace, deleted when the test ends, also when it fails (a failed test must
+/// not leave pods holding the cluster's GPUs for the tests after it).
+pub struct TempNamespace(pub String);
+
+impl std::ops::Deref for TempNamespace {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for TempNamespace {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        // The test's runtime may be unwinding: delete from a runtime of our own.
+        let deleted = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let _ = Api::<Namespace>::all(client().await).delete(&name, &DeleteParams::default()).await;
+            });
+        });
+        let _ = deleted.join();
+    }
+}
+
+/// A fresh namespace, and the CRDs installed (server-side apply, idempotent).
+pub async fn temp_namespace(client: &Client) -> TempNamespace {
+    let crds: Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = Api::all(client.clone());
+    for crd in cadbroker::crd::all_crds() {
+        let name = crd.metadata.name.clone().unwrap();
+        crds.patch(&name, &PatchParams::apply("cadbroker-tests").force(), &Patch::Apply(&crd)).await.unwrap();
+    }
+    for _ in 0..50 {
+        let ok = crds
+            .get("workstationsessions.cadbroker.io")
+            .await
+            .ok()
+            .and_then(|c| c.status)
+            .and_then(|s| s.conditions)
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+        if ok {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let name = format!("t-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let ns = Namespace {
+        metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+    let ns = TempNamespace(name);
+    bind_broker_role(client, &ns).await;
+    ns
+}
+
+pub async fn create_pool(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    max: u32,
+    warm: u32,
+    gpus: u32,
+    start_delay: &str,
+) {
+    let pool: CapacityPool = serde_json::from_value(json!({
+        "apiVersion": "cadbroker.io/v1alpha1", "kind": "CapacityPool",
+        "metadata": { "name": name, "namespace": ns },
+        "spec": {
+            "displayName": name, "capacity": { "min": 0, "max": max, "warm": warm },
+            "access": { "allAuthenticated": true }, "connect": { "port": 6080, "path": "/" },
+            "template": {
+                "metadata": { "annotations": { "test.cadbroker.io/start-delay": start_delay } },
+                "spec": { "containers": [{ "name": "desktop", "image": "cadbroker.invalid/desktop:test",
+                    "resources": { "limits": { "nvidia.com/gpu": gpus.to_string() } } }] }
+            }
+        }
+    }))
+    .unwrap();
+    Api::<CapacityPool>::namespaced(client.clone(), ns).create(&PostParams::default(), &pool).await.unwrap();
+}
+
+pub async fn broker(ns: &str) -> TestBroker {
+    let ns = ns.to_owned();
+    TestBroker::start(move |c: &mut Config| {
+        c.backend.kind = BackendKind::Kubernetes;
+        c.backend.kubernetes.namespace = ns;
+        c.backend.kubernetes.kubeconfig = Some(broker_kubeconfig());
+        c.backend.kubernetes.lease_duration = Duration::from_secs(3);
+        c.pools.clear();
+    })
+    .await
+}
+
+pub async fn pods(client: &Client, ns: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), ns).list(&ListParams::default()).await.unwrap().items
+}
+
+pub async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
+    for _ in 0..300 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+pub async fn running_pods(client: &Client, ns: &str) -> usize {
+    pods(client, ns)
+        .await
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .count()
+}
