@@ -40,7 +40,7 @@ SA=cadbroker
 CHART=charts/cadbroker
 EXAMPLES=$CHART/examples
 # The install uses the generic OIDC example with the default workstation namespace and ports.
-INSTALL_VALUES=(-f "$EXAMPLES/values-oidc.yaml" --set workstations.namespace=$WS_NS)
+INSTALL_VALUES=(-f "$EXAMPLES/values-oidc.yaml" --set "workstations.namespace=$WS_NS")
 
 export KUBECACHEDIR="$REPO/.cluster/kube-cache"
 rm -rf "$WORK"
@@ -386,15 +386,15 @@ spec:
           resources: { limits: { nvidia.com/gpu: "1" } }
 EOF
   NO_COLOR=1 "$bin" --config "$cfg" --log info serve >"$WORK/host-broker.log" 2>&1 &
-  local pid=$! i
-  for i in $(seq 150); do
+  local pid=$!
+  for _ in $(seq 150); do
     curl -fsS "http://127.0.0.1:$admin/readyz" >/dev/null 2>&1 && break
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.2
   done
   expect_ok "the broker as the SA is ready" curl -fsS "http://127.0.0.1:$admin/readyz"
   local holder="" warm=""
-  for i in $(seq 150); do
+  for _ in $(seq 150); do
     holder="$(k -n "$WS_NS" get lease cadbroker-allocator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)"
     warm="$(k -n "$WS_NS" get pods -l cadbroker.io/pool=host-smoke --field-selector=status.phase=Running \
       -o name 2>/dev/null | wc -l)"
@@ -413,7 +413,7 @@ except ValueError: b = {}
 print(b.get("id", "-"), b.get("phase", "-"))' "$body")
   [[ "$phase" == Ready ]] && ok || fail "a session as the SA: $body"
   local s_phase="" in_use=""
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     s_phase="$(k -n "$WS_NS" get workstationsession "$id" -o jsonpath='{.status.phase}' 2>/dev/null || true)"
     in_use="$(k -n "$WS_NS" get capacitypool host-smoke -o jsonpath='{.status.inUse}' 2>/dev/null || true)"
     [[ "$s_phase" == Ready && "$in_use" == 1 ]] && break
@@ -423,7 +423,7 @@ print(b.get("id", "-"), b.get("phase", "-"))' "$body")
   [[ "$in_use" == 1 ]] && ok || fail "pool status written by the SA: inUse '$in_use'"
   curl -sS -X DELETE -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api/v1/sessions/$id" >/dev/null || true
   local left=""
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     left="$(k -n "$WS_NS" get pods -l "cadbroker.io/session=$id" -o name 2>/dev/null || true)"
     [[ -z "$left" ]] && break
     sleep 0.2
@@ -431,7 +431,7 @@ print(b.get("id", "-"), b.get("phase", "-"))' "$body")
   [[ -z "$left" ]] && ok || fail "the ended session's pod was not deleted: $left"
   # SIGTERM, as the kubelet sends it: the broker must stop within its grace period.
   kill "$pid" 2>/dev/null || true
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
