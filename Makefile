@@ -2,7 +2,7 @@
 # CRDs generated from the Rust types (src/crd); CI fails when they differ from the committed file.
 CRDS := charts/cadbroker-crds/templates/crds.yaml
 
-.PHONY: help run generate test test-rust test-in-cluster lint lint-charts bench cluster-build cluster-up cluster-down helm-build
+.PHONY: help run generate test test-rust test-in-cluster lint lint-charts bench bench-kube cluster-build cluster-up cluster-down helm-build
 
 CLUSTER := tests/cluster/cluster.sh
 
@@ -42,6 +42,9 @@ lint-charts: ## helm lint of both charts (no cluster needed; the full chart test
 
 bench: ## API benchmark on the simulated backend (docs/benchmarks.md)
 	cargo bench --bench api
+
+bench-kube: ## cluster-mode benchmark on the local cluster: warm claim to Ready, writes per session
+	$(CLUSTER) run -- cargo bench --features cluster-tests --bench kube_claim
 
 cluster-build: ## build the local cluster's binaries into ~/.cache/cadbroker
 	$(CLUSTER) build

@@ -76,6 +76,10 @@ pub struct CapacityPoolStatus {
     /// Why the warm buffer has its size now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_warm_reason: Option<String>,
+    /// When these counts were written (RFC 3339). They are refreshed at most every 10 seconds,
+    /// so that a busy pool does not cost a status write per claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
 }
 
 /// The pod template schema is the largest part of the CRD; the API server validates pods

@@ -6,7 +6,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::{sync::watch, time::Instant};
 
-use super::{allocate::pass, execute::Writer, store::Stores};
+use super::{allocate::pass, execute::Writer, overlay::Overlay, store::Stores};
 use crate::{service::engine::EnginePolicy, shutdown::Shutdown};
 
 /// Shortest time between two passes.
@@ -38,6 +38,7 @@ pub async fn run(allocator: Allocator, mut leading: watch::Receiver<bool>, mut s
     tracing::debug!("allocator caches ready");
     let mut tick = tokio::time::interval(interval);
     let mut last = Instant::now();
+    let mut overlay = Overlay::default();
     loop {
         tokio::select! {
             _ = changes.changed() => {}
@@ -50,13 +51,20 @@ pub async fn run(allocator: Allocator, mut leading: watch::Receiver<bool>, mut s
         }
         tokio::time::sleep_until(last + MIN_GAP).await;
         changes.borrow_and_update();
-        let writes = pass(&stores.snapshot(), &namespace, policy, Timestamp::now());
+        let snapshot = overlay.apply(stores.snapshot(), std::time::Instant::now());
+        let writes = pass(&snapshot, &namespace, policy, Timestamp::now());
         last = Instant::now();
         tracing::debug!(writes = writes.len(), "allocator pass");
         if writes.is_empty() {
             continue;
         }
         let outcome = writer.execute(writes).await;
-        tracing::debug!(?outcome, "allocator writes");
+        tracing::debug!(
+            done = outcome.done,
+            failed = outcome.failed,
+            skipped = outcome.skipped,
+            "allocator writes"
+        );
+        overlay.record(outcome.written, std::time::Instant::now());
     }
 }

@@ -6,6 +6,7 @@
 
 use std::{collections::HashSet, sync::Arc};
 
+use either::Either;
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
@@ -17,15 +18,16 @@ use serde_json::{Value, json};
 use super::{
     events::Events,
     metrics::{Category, KubeMetrics},
+    overlay::Written,
     plan::Write,
 };
 use crate::crd::{CapacityPool, WorkstationSession};
 
 /// Writes in flight at once.
-const CONCURRENCY: usize = 8;
+const CONCURRENCY: usize = 32;
 
-/// Outcome of one pass's writes, for metrics.
-#[derive(Debug, Default, Clone, Copy)]
+/// Outcome of one pass's writes.
+#[derive(Debug, Default)]
 pub struct Outcome {
     /// Writes that succeeded.
     pub done: u64,
@@ -33,6 +35,8 @@ pub struct Outcome {
     pub failed: u64,
     /// Writes skipped because the pod write they depended on failed.
     pub skipped: u64,
+    /// What the successful writes left in the cluster (for the overlay).
+    pub written: Vec<Written>,
 }
 
 /// The API handles writes need.
@@ -93,10 +97,11 @@ impl Writer {
             matches!(w, Write::CreatePod { .. } | Write::ClaimPod { .. } | Write::DeletePod { .. })
         });
         let mut outcome = Outcome::default();
-        let results: Vec<(Option<String>, bool)> =
+        let results: Vec<(Option<String>, bool, Option<Written>)> =
             stream::iter(pod_writes).map(|w| self.pod_write(w)).buffer_unordered(CONCURRENCY).collect().await;
         let mut failed_pods = HashSet::new();
-        for (name, ok) in results {
+        for (name, ok, written) in results {
+            outcome.written.extend(written);
             if ok {
                 outcome.done += 1;
             } else {
@@ -114,15 +119,16 @@ impl Writer {
                 _ => true,
             })
             .collect();
-        let results: Vec<bool> =
+        let results: Vec<(bool, Option<Written>)> =
             stream::iter(rest).map(|w| self.other_write(w)).buffer_unordered(CONCURRENCY).collect().await;
-        for ok in results {
+        for (ok, written) in results {
+            outcome.written.extend(written);
             if ok { outcome.done += 1 } else { outcome.failed += 1 }
         }
         outcome
     }
 
-    async fn pod_write(&self, write: Write) -> (Option<String>, bool) {
+    async fn pod_write(&self, write: Write) -> (Option<String>, bool, Option<Written>) {
         let point = fault::point_of(&write);
         let outcome = self.pod_write_inner(write).await;
         if outcome.1 {
@@ -131,7 +137,7 @@ impl Writer {
         outcome
     }
 
-    async fn pod_write_inner(&self, write: Write) -> (Option<String>, bool) {
+    async fn pod_write_inner(&self, write: Write) -> (Option<String>, bool, Option<Written>) {
         match write {
             Write::CreatePod { pod } => {
                 let name = pod.metadata.name.clone();
@@ -147,7 +153,7 @@ impl Writer {
                         false
                     }
                 };
-                (name, ok)
+                (name, ok, result.ok().map(|p| Written::Pod(Box::new(p))))
             }
             Write::ClaimPod { name, session, owner, resource_version } => {
                 let patch = json!({ "metadata": {
@@ -166,7 +172,8 @@ impl Writer {
                     Err(e) => self.failed(Category::ClaimPod, Some(&session), None, e).await,
                     Ok(_) => {}
                 }
-                (Some(name), result.is_ok())
+                let ok = result.is_ok();
+                (Some(name), ok, result.ok().map(|p| Written::Pod(Box::new(p))))
             }
             Write::DeletePod { name, uid, session } => {
                 let dp = DeleteParams {
@@ -174,21 +181,25 @@ impl Writer {
                     ..Default::default()
                 };
                 let result = self.pods.delete(&name, &dp).await;
-                let ok = match &result {
-                    Ok(_) => true,
-                    Err(e) if is_status(e, 404) || is_status(e, 409) => true,
+                let (ok, written) = match result {
+                    // Terminating (a grace period): the pod as it is now.
+                    Ok(Either::Left(pod)) => (true, Written::Pod(Box::new(pod))),
+                    Ok(Either::Right(_)) => (true, Written::PodGone(name.clone())),
+                    Err(e) if is_status(&e, 404) || is_status(&e, 409) => {
+                        (true, Written::PodGone(name.clone()))
+                    }
                     Err(e) => {
-                        self.failed(Category::DeletePod, session.as_deref(), None, e).await;
-                        false
+                        self.failed(Category::DeletePod, session.as_deref(), None, &e).await;
+                        return (Some(name), false, None);
                     }
                 };
-                (Some(name), ok)
+                (Some(name), ok, Some(written))
             }
-            _ => (None, true),
+            _ => (None, true, None),
         }
     }
 
-    async fn other_write(&self, write: Write) -> bool {
+    async fn other_write(&self, write: Write) -> (bool, Option<Written>) {
         let (category, session, pool, result) = match write {
             Write::SessionStatus { name, status, .. } => {
                 let mut value = serde_json::to_value(&*status).unwrap_or(Value::Null);
@@ -201,24 +212,27 @@ impl Writer {
                 let patch = json!({ "status": value });
                 let r =
                     self.sessions.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
-                (Category::SessionStatus, Some(name), None, r.map(|_| ()))
+                (Category::SessionStatus, Some(name), None, r.map(|s| Some(Written::Session(Box::new(s)))))
             }
             Write::DeleteSession { name } => {
                 let r = self.sessions.delete(&name, &DeleteParams::default()).await;
-                let r = r.map(|_| ()).or_else(|e| if is_status(&e, 404) { Ok(()) } else { Err(e) });
+                let r = r.map(|_| None).or_else(|e| if is_status(&e, 404) { Ok(None) } else { Err(e) });
                 (Category::DeleteSession, None, None, r)
             }
             Write::PoolStatus { name, status } => {
                 let patch = json!({ "status": status });
                 let r = self.pools.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
-                (Category::PoolStatus, None, Some(name), r.map(|_| ()))
+                (Category::PoolStatus, None, Some(name), r.map(|p| Some(Written::Pool(Box::new(p)))))
             }
-            _ => return true,
+            _ => return (true, None),
         };
-        if let Err(e) = &result {
-            self.failed(category, session.as_deref(), pool.as_deref(), e).await;
+        match result {
+            Ok(written) => (true, written),
+            Err(e) => {
+                self.failed(category, session.as_deref(), pool.as_deref(), &e).await;
+                (false, None)
+            }
         }
-        result.is_ok()
     }
 }
 

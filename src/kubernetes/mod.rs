@@ -11,6 +11,7 @@ pub mod execute;
 pub mod labels;
 pub mod lease;
 pub mod metrics;
+pub mod overlay;
 pub mod plan;
 pub mod pod;
 pub mod restore;

@@ -146,7 +146,7 @@ pub fn plan(
     }
     plan_sessions(desired, snapshot, &pod_write_for, &deleting, now, &mut writes);
     writes.extend(duplicates.iter().map(|name| Write::DeleteSession { name: name.clone() }));
-    plan_pools(desired, snapshot, &mut writes);
+    plan_pools(desired, snapshot, now, &mut writes);
     writes
 }
 
@@ -183,18 +183,26 @@ fn plan_sessions(
     }
 }
 
-fn plan_pools(desired: &State, snapshot: &Snapshot, writes: &mut Vec<Write>) {
+/// Pool counts are written at most this often.
+pub const POOL_STATUS_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn plan_pools(desired: &State, snapshot: &Snapshot, now: Timestamp, writes: &mut Vec<Write>) {
     for cr in &snapshot.pools {
         let Some(name) = cr.metadata.name.as_deref() else { continue };
         let c = desired.counts(&name.into());
-        let status = CapacityPoolStatus {
+        let current = cr.status.clone().unwrap_or_default();
+        let mut status = CapacityPoolStatus {
             warm: c.warm,
             starting: c.starting_unclaimed + c.starting_reserved,
             in_use: c.in_use,
             queued: c.queued,
-            desired_warm_reason: cr.status.as_ref().and_then(|s| s.desired_warm_reason.clone()),
+            desired_warm_reason: current.desired_warm_reason.clone(),
+            updated_at: current.updated_at.clone(),
         };
-        if cr.status.as_ref() != Some(&status) {
+        let written_at = current.updated_at.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
+        let due = written_at.is_none_or(|t| now.duration_since(t).unsigned_abs() >= POOL_STATUS_INTERVAL);
+        if current != status && due {
+            status.updated_at = Some(now.to_string());
             writes.push(Write::PoolStatus { name: name.to_owned(), status });
         }
     }
