@@ -44,6 +44,7 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 
 fn config(dir: &std::path::Path) -> Config {
     let mut config = Config::load(None).expect("built-in config");
+    config.backend.kind = cadbroker::config::BackendKind::Simulated;
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
     config.broker.max_sessions_per_user = 2;

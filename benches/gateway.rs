@@ -6,10 +6,21 @@
 //!
 //! Run: `cargo bench --bench gateway` (add `-- --quick` for a short smoke run, `-- --only
 //! connect,idle` for some of `latency`, `throughput`, `connect`, `idle`, `-- --targets
-//! cadbroker` to leave nginx out). Needs the
-//! Debian package `nginx` for the nginx column; without it that column says so and the rest
-//! is measured. Every loop is bounded in count and time; the child processes (upstream,
-//! broker, nginx) are this binary's own and are stopped by pid at the end.
+//! cadbroker` to leave nginx out, `-- --rounds N` for the number of rounds, `-- --workers N`
+//! for the proxies' threads, `-- --nginx-buffer 64k` to give nginx relay buffers as large as
+//! the gateway's). Needs the Debian package `nginx` for the nginx column; without it that
+//! column says so and the rest is measured. Every loop is bounded in count and time; the
+//! child processes (upstream, broker, nginx) are this binary's own and are stopped by pid at
+//! the end.
+//!
+//! Fairness on a small, shared machine: the latency, throughput and connection phases run in
+//! rounds, and within a round the three targets run one after the other in an order that
+//! rotates from round to round, so a burst of noise hits all of them alike. Each figure is the
+//! median over the rounds, shown with its range (min–max); "added" latency is taken against
+//! the direct connection of the same round. Both proxies get the same number of threads
+//! (`--workers`, default: the number of cores): nginx `worker_processes`, the broker's tokio
+//! worker threads. nginx runs its stock proxy settings (relay buffer `proxy_buffer_size`,
+//! one memory page) unless `--nginx-buffer` says otherwise.
 //!
 //! Processes: this binary runs the clients; it starts itself again as the upstream (a
 //! WebSocket echo that also streams frames on request) and as the broker (cadbroker on the
@@ -41,52 +52,81 @@ const ROLE: &str = "CADBROKER_GATEWAY_BENCH_ROLE";
 const FRAME: usize = 64 * 1024;
 const IDLE_CONNECTIONS: usize = 1000;
 
-/// Bounds of one run.
+const WORKERS: &str = "CADBROKER_GATEWAY_BENCH_WORKERS";
+
+/// Bounds of one run (per target and round; at most 20 rounds).
 #[derive(Clone, Copy)]
 struct Plan {
+    rounds: usize,
     latency_messages: usize,
     latency_time: Duration,
     stream_frames: usize,
-    stream_rounds: usize,
     connect_time: Duration,
     connect_max: u64,
     connect_concurrency: usize,
 }
 
 const FULL: Plan = Plan {
-    latency_messages: 5_000,
-    latency_time: Duration::from_secs(10),
-    stream_frames: 3_200,
-    stream_rounds: 3,
-    connect_time: Duration::from_secs(3),
-    connect_max: 20_000,
+    rounds: 5,
+    latency_messages: 3_000,
+    latency_time: Duration::from_secs(4),
+    stream_frames: 1_600,
+    connect_time: Duration::from_secs(1),
+    connect_max: 10_000,
     connect_concurrency: 32,
 };
 
 const QUICK: Plan = Plan {
+    rounds: 1,
     latency_messages: 500,
-    latency_time: Duration::from_secs(3),
-    stream_frames: 400,
-    stream_rounds: 1,
-    connect_time: Duration::from_millis(500),
+    latency_time: Duration::from_secs(2),
+    stream_frames: 200,
+    connect_time: Duration::from_millis(300),
     connect_max: 2_000,
     connect_concurrency: 16,
 };
 
+/// What the command line chose.
+struct Options {
+    plan: Plan,
+    quick: bool,
+    phases: String,
+    targets: String,
+    workers: usize,
+    nginx_buffer: Option<String>,
+}
+
 fn main() {
     let role = std::env::var(ROLE).unwrap_or_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a runtime");
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if role == "broker" {
+        // The same number of threads as nginx has workers.
+        let workers = std::env::var(WORKERS).ok().and_then(|w| w.parse().ok()).unwrap_or(1);
+        builder.worker_threads(workers);
+    }
+    let runtime = builder.enable_all().build().expect("a runtime");
     match role.as_str() {
         "upstream" => runtime.block_on(upstream()),
         "broker" => runtime.block_on(broker()),
         _ => {
             let args: Vec<String> = std::env::args().collect();
+            let value =
+                |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned();
             let quick = args.iter().any(|a| a == "--quick");
-            let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
-            let phases = only.unwrap_or_else(|| "latency,throughput,connect,idle".to_owned());
-            let pick = args.iter().position(|a| a == "--targets").and_then(|i| args.get(i + 1)).cloned();
-            let targets = pick.unwrap_or_else(|| "direct,nginx,cadbroker".to_owned());
-            runtime.block_on(bench(if quick { QUICK } else { FULL }, quick, &phases, &targets));
+            let mut plan = if quick { QUICK } else { FULL };
+            if let Some(rounds) = value("--rounds").and_then(|r| r.parse::<usize>().ok()) {
+                plan.rounds = rounds.clamp(1, 20);
+            }
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let options = Options {
+                plan,
+                quick,
+                phases: value("--only").unwrap_or_else(|| "latency,throughput,connect,idle".to_owned()),
+                targets: value("--targets").unwrap_or_else(|| "direct,nginx,cadbroker".to_owned()),
+                workers: value("--workers").and_then(|w| w.parse().ok()).unwrap_or(cores).clamp(1, 64),
+                nginx_buffer: value("--nginx-buffer"),
+            };
+            runtime.block_on(bench(options));
         }
     }
 }
@@ -154,6 +194,7 @@ async fn broker() {
     let upstream: SocketAddr = std::env::var("UPSTREAM").expect("UPSTREAM").parse().expect("an address");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut config = Config::load(None).expect("built-in config");
+    config.backend.kind = cadbroker::config::BackendKind::Simulated;
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
     config.backend.simulated.start_delay = Duration::ZERO;
@@ -267,7 +308,7 @@ fn nginx_binary() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-fn start_nginx(upstream: SocketAddr) -> Result<Nginx, String> {
+fn start_nginx(upstream: SocketAddr, workers: usize, buffer: Option<&str>) -> Result<Nginx, String> {
     let binary = nginx_binary().ok_or("nginx is not installed (Debian: apt-get install -y nginx)")?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -275,10 +316,15 @@ fn start_nginx(upstream: SocketAddr) -> Result<Nginx, String> {
         .map_err(|e| e.to_string())?
         .port();
     let d = dir.path().display();
-    // Two workers (one per core, as cadbroker's runtime has two threads); the usual WebSocket
-    // proxy settings; no access log.
+    // As many workers as the broker has runtime threads; the usual WebSocket proxy settings
+    // (stock relay buffers unless `buffer`); no access log.
+    // nginx relays an upgraded connection through one `proxy_buffer_size` buffer per direction;
+    // the busy-buffers size must be at least that buffer.
+    let buffer = buffer
+        .map(|b| format!("      proxy_buffer_size {b};\n      proxy_buffers 4 {b};\n      proxy_busy_buffers_size {b};\n"))
+        .unwrap_or_default();
     let conf = format!(
-        "worker_processes 2;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+        "worker_processes {workers};\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
          events {{ worker_connections 16384; multi_accept on; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
            fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
@@ -287,7 +333,7 @@ fn start_nginx(upstream: SocketAddr) -> Result<Nginx, String> {
            server {{\n    listen 127.0.0.1:{port} backlog=4096;\n    location / {{\n\
                proxy_pass http://desktop;\n      proxy_http_version 1.1;\n\
                proxy_set_header Upgrade $http_upgrade;\n      proxy_set_header Connection $connection_upgrade;\n\
-               proxy_set_header Host $host;\n      proxy_read_timeout 1h;\n      proxy_send_timeout 1h;\n    }}\n  }}\n}}\n"
+               proxy_set_header Host $host;\n      proxy_read_timeout 1h;\n      proxy_send_timeout 1h;\n{buffer}    }}\n  }}\n}}\n"
     );
     let conf_path = dir.path().join("nginx.conf");
     std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
@@ -445,16 +491,46 @@ async fn handshake_once(addr: SocketAddr, request: &[u8]) -> std::io::Result<()>
     Ok(())
 }
 
+/// One target's figures, a value per round.
 #[derive(Default, Clone)]
-struct Row {
-    p50_us: f64,
-    p99_us: f64,
-    mb_per_s: f64,
-    connects_per_s: f64,
+struct Samples {
+    p50_us: Vec<f64>,
+    p99_us: Vec<f64>,
+    /// The proxy's own CPU time per echo round trip, µs.
+    echo_cpu_us: Vec<f64>,
+    /// Over the direct connection's figure of the same round.
+    added_p50_us: Vec<f64>,
+    added_p99_us: Vec<f64>,
+    mb_per_s: Vec<f64>,
+    connects_per_s: Vec<f64>,
     connect_errors: u64,
     /// The proxy's own CPU time per new connection, µs.
-    connect_cpu_us: Option<f64>,
+    connect_cpu_us: Vec<f64>,
     idle_mib_per_1000: Option<f64>,
+}
+
+/// Median, minimum and maximum.
+fn spread(values: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+    Some((median, v[0], v[v.len() - 1]))
+}
+
+fn median(values: &[f64]) -> f64 {
+    spread(values).map_or(f64::NAN, |(m, _, _)| m)
+}
+
+/// `median (min–max)` with `decimals`, or `–`.
+fn cell(values: &[f64], decimals: usize) -> String {
+    match spread(values) {
+        None => "–".to_owned(),
+        Some((m, _, _)) if values.len() == 1 => format!("{m:.decimals$}"),
+        Some((m, lo, hi)) => format!("{m:.decimals$} ({lo:.decimals$}–{hi:.decimals$})"),
+    }
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -474,7 +550,8 @@ async fn next_data(ws: &mut Ws) -> Option<Message> {
     }
 }
 
-async fn latency(t: &Target, plan: Plan) -> (f64, f64) {
+/// p50 and p99 of the round trip, µs, and the proxy's CPU time per round trip, µs.
+async fn latency(t: &Target, plan: Plan) -> (f64, f64, Option<f64>) {
     let mut ws = t.connect().await.expect("connect for latency");
     let payload = Bytes::from(vec![7u8; 64]);
     for _ in 0..200 {
@@ -482,6 +559,7 @@ async fn latency(t: &Target, plan: Plan) -> (f64, f64) {
         next_data(&mut ws).await.expect("warm-up echo");
     }
     let mut samples = Vec::with_capacity(plan.latency_messages);
+    let cpu_before = t.cpu_ns();
     let until = Instant::now() + plan.latency_time;
     for _ in 0..plan.latency_messages {
         if Instant::now() >= until {
@@ -492,31 +570,33 @@ async fn latency(t: &Target, plan: Plan) -> (f64, f64) {
         next_data(&mut ws).await.expect("echo");
         samples.push(started.elapsed());
     }
+    let cpu = cpu_before
+        .zip(t.cpu_ns())
+        .map(|(b, a)| a.saturating_sub(b) as f64 / 1e3 / samples.len().max(1) as f64);
     samples.sort();
     let _ = ws.close(None).await;
-    (pct(&samples, 0.50), pct(&samples, 0.99))
+    (pct(&samples, 0.50), pct(&samples, 0.99), cpu)
 }
 
 async fn throughput(t: &Target, plan: Plan) -> f64 {
     let mut ws = t.connect().await.expect("connect for throughput");
-    let mut rates = Vec::new();
-    for _ in 0..plan.stream_rounds {
-        let started = Instant::now();
-        ws.send(Message::text(format!("stream {} {FRAME}", plan.stream_frames))).await.unwrap();
-        let mut bytes = 0usize;
-        loop {
-            match next_data(&mut ws).await {
-                Some(Message::Binary(b)) => bytes += b.len(),
-                Some(Message::Text(t)) if t == "done" => break,
-                other => panic!("stream ended early: {other:?}"),
-            }
+    // A short warm-up stream, so buffers have grown as they would in a running desktop.
+    ws.send(Message::text(format!("stream 16 {FRAME}"))).await.unwrap();
+    while !matches!(next_data(&mut ws).await, Some(Message::Text(t)) if t == "done") {}
+    let started = Instant::now();
+    ws.send(Message::text(format!("stream {} {FRAME}", plan.stream_frames))).await.unwrap();
+    let mut bytes = 0usize;
+    loop {
+        match next_data(&mut ws).await {
+            Some(Message::Binary(b)) => bytes += b.len(),
+            Some(Message::Text(t)) if t == "done" => break,
+            other => panic!("stream ended early: {other:?}"),
         }
-        assert_eq!(bytes, plan.stream_frames * FRAME);
-        rates.push(bytes as f64 / started.elapsed().as_secs_f64() / 1e6);
     }
-    rates.sort_by(f64::total_cmp);
+    assert_eq!(bytes, plan.stream_frames * FRAME);
+    let rate = bytes as f64 / started.elapsed().as_secs_f64() / 1e6;
     let _ = ws.close(None).await;
-    rates[rates.len() / 2]
+    rate
 }
 
 async fn connects(t: &Arc<Target>, plan: Plan) -> (f64, u64, Option<f64>) {
@@ -578,11 +658,13 @@ async fn idle_memory(t: &Target) -> Option<f64> {
     Some(after.saturating_sub(before) as f64 / 1024.0 * (1000.0 / IDLE_CONNECTIONS as f64))
 }
 
-async fn bench(plan: Plan, quick: bool, phases: &str, only_targets: &str) {
-    let run = |phase: &str| phases.split(',').any(|p| p.trim() == phase);
+async fn bench(o: Options) {
+    let plan = o.plan;
+    let run = |phase: &str| o.phases.split(',').any(|p| p.trim() == phase);
     let (_upstream, words) = spawn_role("upstream", &[]);
     let upstream: SocketAddr = words[0].parse().unwrap();
-    let (broker, words) = spawn_role("broker", &[("UPSTREAM", upstream.to_string())]);
+    let (broker, words) =
+        spawn_role("broker", &[("UPSTREAM", upstream.to_string()), (WORKERS, o.workers.to_string())]);
     let (broker_addr, connect_url) = (words[0].clone(), words[1].clone());
     let broker_pid = broker.0.id();
     // Exchange the connect URL's ticket for the session cookie, as a browser does.
@@ -600,7 +682,7 @@ async fn bench(plan: Plan, quick: bool, phases: &str, only_targets: &str) {
         cookie: None,
         pids: Box::new(Vec::new),
     }];
-    let nginx = start_nginx(upstream);
+    let nginx = start_nginx(upstream, o.workers, o.nginx_buffer.as_deref());
     let nginx_note = match &nginx {
         Ok(n) => {
             let master = n.master.id();
@@ -626,32 +708,47 @@ async fn bench(plan: Plan, quick: bool, phases: &str, only_targets: &str) {
         cookie: Some(cookie),
         pids: Box::new(move || vec![broker_pid]),
     });
-    let wanted = |name: &str| only_targets.split(',').any(|t| t.trim() == name);
+    let wanted = |name: &str| o.targets.split(',').any(|t| t.trim() == name);
     // Direct stays first: the other rows are compared with it.
     let targets: Vec<Arc<Target>> =
         targets.into_iter().filter(|t| t.name == "direct" || wanted(t.name)).map(Arc::new).collect();
-    let mut rows = vec![Row::default(); targets.len()];
+    let n = targets.len();
+    let mut rows = vec![Samples::default(); n];
 
     let nginx_pid = nginx.as_ref().map_or(0, |n| n.master.id());
-    eprintln!("broker pid {broker_pid}, nginx master pid {nginx_pid}");
-    if run("latency") {
-        eprintln!("latency …");
-        for (t, row) in targets.iter().zip(rows.iter_mut()) {
-            (row.p50_us, row.p99_us) = latency(t, plan).await;
+    eprintln!("broker pid {broker_pid}, nginx master pid {nginx_pid}, {} worker(s) each", o.workers);
+    for round in 0..plan.rounds {
+        // Each round runs the targets in another order, so slow spells hit them alike.
+        let order: Vec<usize> = (0..n).map(|i| (i + round) % n).collect();
+        eprintln!("round {}/{} …", round + 1, plan.rounds);
+        if run("latency") {
+            let mut got = vec![(f64::NAN, f64::NAN, None); n];
+            for &i in &order {
+                got[i] = latency(&targets[i], plan).await;
+            }
+            for (row, (p50, p99, cpu)) in rows.iter_mut().zip(&got) {
+                row.echo_cpu_us.extend(*cpu);
+                row.p50_us.push(*p50);
+                row.p99_us.push(*p99);
+                row.added_p50_us.push(p50 - got[0].0);
+                row.added_p99_us.push(p99 - got[0].1);
+            }
         }
-    }
-    if run("throughput") {
-        eprintln!("throughput …");
-        for (t, row) in targets.iter().zip(rows.iter_mut()) {
-            row.mb_per_s = throughput(t, plan).await;
+        if run("throughput") {
+            for &i in &order {
+                let rate = throughput(&targets[i], plan).await;
+                rows[i].mb_per_s.push(rate);
+            }
         }
-    }
-    if run("connect") {
-        eprintln!("new connections …");
-        for (t, row) in targets.iter().zip(rows.iter_mut()) {
-            (row.connects_per_s, row.connect_errors, row.connect_cpu_us) = connects(t, plan).await;
-            // Let sockets in TIME_WAIT and closing tunnels settle between targets.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        if run("connect") {
+            for &i in &order {
+                let (rate, errors, cpu) = connects(&targets[i], plan).await;
+                rows[i].connects_per_s.push(rate);
+                rows[i].connect_errors += errors;
+                rows[i].connect_cpu_us.extend(cpu);
+                // Let sockets in TIME_WAIT and closing tunnels settle between targets.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
         }
     }
     if run("idle") {
@@ -660,34 +757,48 @@ async fn bench(plan: Plan, quick: bool, phases: &str, only_targets: &str) {
             row.idle_mib_per_1000 = idle_memory(t).await;
         }
     }
-    report(&targets, &rows, &nginx_note, quick);
+    report(&targets, &rows, &nginx_note, &o);
     drop(nginx);
     drop(broker);
 }
 
-fn report(targets: &[Arc<Target>], rows: &[Row], nginx: &str, quick: bool) {
-    let direct = &rows[0];
-    println!("\n## Gateway benchmark{}\n", if quick { " (quick)" } else { "" });
-    println!("nginx: {nginx}; cores: {}\n", std::thread::available_parallelism().map_or(0, |n| n.get()));
+fn report(targets: &[Arc<Target>], rows: &[Samples], nginx: &str, o: &Options) {
+    println!("\n## Gateway benchmark{}\n", if o.quick { " (quick)" } else { "" });
     println!(
-        "| path | RTT p50 µs | RTT p99 µs | added p50 µs | added p99 µs | 64 KiB stream MB/s | new WebSockets/s | proxy CPU µs per connection | MiB per 1,000 idle |"
+        "nginx: {nginx}; cores: {}; proxy workers: {} (nginx worker_processes, broker tokio worker threads); \
+         nginx proxy_buffer_size: {}; rounds: {}; per round: {} echo messages of 64 B (at most {:?}), \
+         {} frames of 64 KiB, {:?} of new connections ({} at a time)\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        o.workers,
+        o.nginx_buffer.as_deref().unwrap_or("stock (one page)"),
+        o.plan.rounds,
+        o.plan.latency_messages,
+        o.plan.latency_time,
+        o.plan.stream_frames,
+        o.plan.connect_time,
+        o.plan.connect_concurrency,
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("Medians over the rounds, (min–max) across rounds.\n");
+    println!(
+        "| path | RTT p50 µs | RTT p99 µs | added p50 µs | added p99 µs | proxy CPU µs per echo | 64 KiB stream MB/s | new WebSockets/s | proxy CPU µs per connection | MiB per 1,000 idle |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (t, r) in targets.iter().zip(rows) {
-        let added =
-            |v: f64, d: f64| if t.name == "direct" { "–".to_owned() } else { format!("{:.1}", v - d) };
+        let direct = t.name == "direct";
+        let added = |v: &[f64]| if direct { "–".to_owned() } else { cell(v, 1) };
         let errors =
             if r.connect_errors > 0 { format!(" ({} errors)", r.connect_errors) } else { String::new() };
         println!(
-            "| {} | {:.1} | {:.1} | {} | {} | {:.0} | {:.0}{errors} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {}{errors} | {} | {} |",
             t.name,
-            r.p50_us,
-            r.p99_us,
-            added(r.p50_us, direct.p50_us),
-            added(r.p99_us, direct.p99_us),
-            r.mb_per_s,
-            r.connects_per_s,
-            r.connect_cpu_us.map_or("–".to_owned(), |c| format!("{c:.0}")),
+            cell(&r.p50_us, 1),
+            cell(&r.p99_us, 1),
+            added(&r.added_p50_us),
+            added(&r.added_p99_us),
+            cell(&r.echo_cpu_us, 1),
+            cell(&r.mb_per_s, 0),
+            cell(&r.connects_per_s, 0),
+            cell(&r.connect_cpu_us, 0),
             r.idle_mib_per_1000.map_or("–".to_owned(), |m| format!("{m:.1}")),
         );
     }
@@ -695,30 +806,29 @@ fn report(targets: &[Arc<Target>], rows: &[Row], nginx: &str, quick: bool) {
     if let (Some(gw), nginx) = (find("cadbroker"), find("nginx")) {
         println!();
         let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+        let rounds_won = |a: &[f64], b: &[f64], better: fn(f64, f64) -> bool| {
+            let won = a.iter().zip(b).filter(|(x, y)| better(**x, **y)).count();
+            format!("cadbroker at least as good in {won} of {} rounds", a.len().min(b.len()))
+        };
         if let Some(ng) = nginx {
-            let added_gw = gw.p50_us - direct.p50_us;
-            let added_ng = ng.p50_us - direct.p50_us;
+            let (added_gw, added_ng) = (median(&gw.added_p50_us), median(&ng.added_p50_us));
             println!(
-                "- latency added (p50) {:.1} µs vs nginx {:.1} µs; p99 {:.1} vs {:.1}: {}",
-                added_gw,
-                added_ng,
-                gw.p99_us - direct.p99_us,
-                ng.p99_us - direct.p99_us,
-                verdict(added_gw <= added_ng)
+                "- latency added (p50) {added_gw:.1} µs vs nginx {added_ng:.1} µs; p99 {:.1} vs {:.1}: {} ({})",
+                median(&gw.added_p99_us),
+                median(&ng.added_p99_us),
+                verdict(added_gw <= added_ng),
+                rounds_won(&gw.added_p50_us, &ng.added_p50_us, |a, b| a <= b),
             );
+            let (mb_gw, mb_ng) = (median(&gw.mb_per_s), median(&ng.mb_per_s));
             println!(
-                "- throughput {:.0} MB/s vs nginx {:.0} MB/s: {}",
-                gw.mb_per_s,
-                ng.mb_per_s,
-                verdict(gw.mb_per_s >= ng.mb_per_s)
+                "- throughput {mb_gw:.0} MB/s vs nginx {mb_ng:.0} MB/s: {} ({})",
+                verdict(mb_gw >= mb_ng),
+                rounds_won(&gw.mb_per_s, &ng.mb_per_s, |a, b| a >= b),
             );
         } else {
             println!("- nginx comparison not available");
         }
-        println!(
-            "- new connections {:.0}/s (target 3,000/s): {}",
-            gw.connects_per_s,
-            verdict(gw.connects_per_s >= 3000.0)
-        );
+        let cps = median(&gw.connects_per_s);
+        println!("- new connections {cps:.0}/s (target 3,000/s): {}", verdict(cps >= 3000.0));
     }
 }

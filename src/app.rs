@@ -8,13 +8,18 @@ use tokio::{net::TcpListener, sync::mpsc, task::JoinSet};
 
 use crate::{
     auth::{AuthInitError, Authenticator},
-    backend::{Backend, simulated::SimulatedBackend},
+    backend::{
+        Backend,
+        desktop::{DesktopBackend, INSTALL_HINT},
+        simulated::SimulatedBackend,
+    },
     clock::SystemClock,
-    config::{BackendKind, Config},
+    config::{BackendConfig, BackendKind, Config},
     domain::{ReconcilePolicy, RequestPolicy},
     gateway::{Gateway, GatewayInitError},
     http::{self, admin::AdminState, state::AppState},
     metrics::Metrics,
+    portal::{Portal, PortalInitError},
     service::{
         ConnectLinks, SessionService, controller,
         engine::{Engine, EnginePolicy},
@@ -37,6 +42,16 @@ pub enum StartError {
     /// Cluster mode could not start.
     #[error(transparent)]
     Kubernetes(#[from] crate::kubernetes::run::KubeStartError),
+    /// The web portal could not be set up.
+    #[error(transparent)]
+    Portal(#[from] PortalInitError),
+    /// `backend.kind = "desktop"`, but programs it needs are not installed.
+    #[error("backend.kind is \"desktop\" but {missing} not installed; install with: {hint}",
+        missing = .0.join(", "), hint = INSTALL_HINT)]
+    DesktopMissing(Vec<String>),
+    /// The desktop backend could not prepare its noVNC folder.
+    #[error("failed to prepare the desktop backend: {0}")]
+    Desktop(std::io::Error),
 }
 
 /// A running broker.
@@ -47,6 +62,8 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     /// The embedded engine (for tests and the simulator).
     pub engine: Option<Arc<Engine>>,
+    /// The backend that runs workstations (`simulated`, `desktop` or `kubernetes`).
+    pub backend: &'static str,
     /// The connection gateway (for tests and benchmarks).
     pub gateway: Arc<Gateway>,
     trigger: Trigger,
@@ -73,8 +90,8 @@ impl Running {
 type SetLinks = Box<dyn Fn(Arc<dyn ConnectLinks>)>;
 
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let Config { server, broker, backend, auth, gateway, pools } = config;
-    let auth = Arc::new(Authenticator::new(&auth).await?);
+    let Config { server, broker, backend, auth: auth_config, gateway, portal, pools } = config;
+    let auth = Arc::new(Authenticator::new(&auth_config).await?);
     let (trigger, shutdown) = shutdown::channel();
     let policy = EnginePolicy {
         request: RequestPolicy { max_sessions_per_user: broker.max_sessions_per_user },
@@ -82,12 +99,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let clock = Arc::new(SystemClock);
     let mut tasks = JoinSet::new();
-    let (engine, sessions, metrics, links): (_, Arc<dyn SessionService>, _, SetLinks) = match backend.kind {
-        BackendKind::Simulated => {
+    let kind = resolve_backend(&backend)?;
+    let (engine, sessions, metrics, links): (_, Arc<dyn SessionService>, _, SetLinks) = match kind {
+        BackendKind::Simulated | BackendKind::Desktop | BackendKind::Auto => {
             let (observations, observed) = mpsc::unbounded_channel();
-            let sim = &backend.simulated;
-            let backend: Arc<dyn Backend> =
-                Arc::new(SimulatedBackend::new(&sim.nodes, sim.start_delay, observations));
+            let backend = embedded_backend(kind, &backend, observations)?;
             let engine = Engine::new(pools, backend, clock.clone(), policy);
             let interval = broker.reconcile_interval;
             tasks.spawn(controller::run(engine.clone(), observed, interval, shutdown.clone()));
@@ -111,12 +127,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             (None, service as Arc<dyn SessionService>, metrics, Box::new(move |l| s.set_connect_links(l)))
         }
     };
-    let state = AppState {
-        sessions: sessions.clone(),
-        auth,
-        metrics: metrics.http.clone(),
-        shutdown: shutdown.clone(),
-    };
     let limits =
         http::Limits { max_body_bytes: server.max_body_bytes, request_timeout: server.request_timeout };
     let public = bind(server.listen).await?;
@@ -125,11 +135,66 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // The gateway's routes join after the API's layers (no request timeout on desktop streams).
     let gateway = Gateway::new(&gateway, public_addr, sessions.clone(), clock)?;
     links(gateway.links());
+    let portal = Arc::new(Portal::new(&portal, &auth_config, gateway.public_url())?);
+    let state = AppState {
+        sessions: sessions.clone(),
+        auth,
+        metrics: metrics.http.clone(),
+        shutdown: shutdown.clone(),
+        portal,
+    };
     tasks.spawn(gateway.clone().run(shutdown.clone()));
     tasks.spawn(serve(public, http::router(state, limits).merge(gateway.router()), shutdown.clone()));
     tasks.spawn(serve(admin, http::admin::router(AdminState { sessions, metrics }), shutdown));
-    tracing::info!(%public_addr, %admin_addr, "cadbroker listening");
-    Ok(Running { public_addr, admin_addr, engine, gateway, trigger, tasks })
+    let backend = backend_name(kind);
+    tracing::info!(%public_addr, %admin_addr, backend, "cadbroker listening; portal at http://{public_addr}/portal/");
+    Ok(Running { public_addr, admin_addr, engine, backend, gateway, trigger, tasks })
+}
+
+/// The backend to run: `auto` becomes `desktop` when its programs are installed, else
+/// `simulated` (said loudly, with the install command); `desktop` without them is an error.
+fn resolve_backend(config: &BackendConfig) -> Result<BackendKind, StartError> {
+    let wants_desktop = matches!(config.kind, BackendKind::Auto | BackendKind::Desktop);
+    let missing = if wants_desktop { config.desktop.missing() } else { Vec::new() };
+    let kind = config.kind.resolve(&missing);
+    match (config.kind, kind) {
+        (BackendKind::Desktop, _) if !missing.is_empty() => return Err(StartError::DesktopMissing(missing)),
+        (BackendKind::Auto, BackendKind::Simulated) => tracing::warn!(
+            missing = %missing.join(", "),
+            "backend: the local desktop programs are not installed, so workstations are SIMULATED \
+             (a placeholder page, no real desktop). For real desktops: {INSTALL_HINT}"
+        ),
+        (_, BackendKind::Desktop) => tracing::info!(
+            slots = config.desktop.slots,
+            application = %config.desktop.application.join(" "),
+            "backend: local desktops (Xvfb, x11vnc, noVNC)"
+        ),
+        _ => {}
+    }
+    Ok(kind)
+}
+
+/// The in-process backend of `kind` (`desktop` or `simulated`).
+fn embedded_backend(
+    kind: BackendKind,
+    config: &BackendConfig,
+    observations: crate::backend::ObservationSender,
+) -> Result<Arc<dyn Backend>, StartError> {
+    if kind == BackendKind::Desktop {
+        let desktop =
+            DesktopBackend::new(config.desktop.clone(), observations).map_err(StartError::Desktop)?;
+        return Ok(Arc::new(desktop));
+    }
+    let sim = &config.simulated;
+    Ok(Arc::new(SimulatedBackend::new(&sim.nodes, sim.start_delay, observations)))
+}
+
+fn backend_name(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Desktop => "desktop",
+        BackendKind::Kubernetes => "kubernetes",
+        BackendKind::Simulated | BackendKind::Auto => "simulated",
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -143,6 +208,15 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
 }
 
 async fn serve(listener: TcpListener, router: axum::Router, mut shutdown: Shutdown) {
+    use axum::serve::ListenerExt as _;
+    // No Nagle delay on accepted connections (axum does not set it): a desktop stream through
+    // the gateway is many small writes, and a small frame must not wait for the previous one's
+    // ACK. nginx does the same on proxied WebSockets.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
+        }
+    });
     // `into_make_service` hands each connection a cheap clone (an `Arc`) of the router; serving
     // the `Router` itself deep-clones its route table per accepted connection.
     let result = axum::serve(listener, router.into_make_service())

@@ -109,6 +109,10 @@ pub struct ServeArgs {
     /// Simulated backend: time from start to ready (e.g. "500ms", "3s").
     #[arg(long, env = "CADBROKER_START_DELAY", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub start_delay: Option<Duration>,
+    /// Backend: auto (local desktops when installed, else simulated), desktop, simulated or
+    /// kubernetes.
+    #[arg(long, env = "CADBROKER_BACKEND", value_enum)]
+    pub backend: Option<crate::config::BackendKind>,
 }
 
 /// What to put in a development token.
@@ -157,6 +161,9 @@ impl ServeArgs {
         }
         if let Some(admin) = self.admin_listen {
             config.server.admin_listen = admin;
+        }
+        if let Some(kind) = self.backend {
+            config.backend.kind = kind;
         }
         if let Some(delay) = self.start_delay {
             config.backend.simulated.start_delay = delay;

@@ -6,8 +6,9 @@ use anyhow::{Context, bail};
 use crate::{
     app,
     auth::{MintRequest, load_or_create_dev_key, mint_dev_token},
+    backend::desktop::INSTALL_HINT,
     cli::{Cli, Command, ServeArgs, TokenArgs},
-    config::Config,
+    config::{BackendKind, Config},
 };
 
 /// Runs the command `cli` names.
@@ -37,8 +38,8 @@ async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
     let pools = config.pools.len();
     let running = app::start(config).await.context("failed to start cadbroker")?;
     println!(
-        "cadbroker is serving the API on http://{} (health and metrics on http://{}), {pools} pools; Ctrl-C stops it",
-        running.public_addr, running.admin_addr
+        "cadbroker is serving the portal on http://{0}/ and the API on http://{0}/api/v1 (health and metrics on http://{1}), {pools} pools, {2} workstations; Ctrl-C stops it",
+        running.public_addr, running.admin_addr, running.backend
     );
     running.run_until_signal().await;
     Ok(())
@@ -76,6 +77,16 @@ fn token(config: &Config, args: &TokenArgs) -> anyhow::Result<()> {
 
 fn check_config(config: &Config) {
     println!("config is valid: backend {:?}, {} pool(s)", config.backend.kind, config.pools.len());
+    if matches!(config.backend.kind, BackendKind::Auto | BackendKind::Desktop) {
+        match config.backend.desktop.missing() {
+            missing if missing.is_empty() => println!("  local desktops: all programs found"),
+            missing => println!(
+                "  local desktops: missing {} (install: {INSTALL_HINT}){}",
+                missing.join(", "),
+                if config.backend.kind == BackendKind::Auto { "; serve falls back to simulated" } else { "" }
+            ),
+        }
+    }
     for pool in &config.pools {
         let c = pool.capacity;
         println!(

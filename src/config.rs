@@ -6,7 +6,13 @@ use std::{collections::HashSet, net::SocketAddr, path::Path, time::Duration};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{auth::AuthConfig, backend::simulated::NodeGroup, domain::PoolSpec, gateway::GatewayConfig};
+use crate::{
+    auth::AuthConfig,
+    backend::{desktop::DesktopConfig, simulated::NodeGroup},
+    domain::PoolSpec,
+    gateway::GatewayConfig,
+    portal::PortalConfig,
+};
 
 /// The default config, built into the binary so that `cadbroker serve` works from anywhere.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/cadbroker.toml");
@@ -28,6 +34,9 @@ pub struct Config {
     /// The connection gateway (`/connect/{session}/…`): public URL, origins, tickets, cookies.
     #[serde(default)]
     pub gateway: GatewayConfig,
+    /// The web portal (`/portal/`): OpenID Connect sign-in for browsers.
+    #[serde(default)]
+    pub portal: PortalConfig,
     /// Capacity pools (non-Kubernetes backends; in cluster mode pools are CapacityPool objects).
     #[serde(default)]
     pub pools: Vec<PoolSpec>,
@@ -87,11 +96,15 @@ impl Default for BrokerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BackendConfig {
-    /// `simulated`: an in-process cluster with a page per workstation on loopback.
+    /// `auto` (desktop when its programs are installed, else simulated), `desktop`,
+    /// `simulated` or `kubernetes`.
     pub kind: BackendKind,
     /// Settings of the simulated backend.
     #[serde(default)]
     pub simulated: SimulatedConfig,
+    /// Settings of the local desktop backend.
+    #[serde(default)]
+    pub desktop: DesktopConfig,
     /// Settings of the Kubernetes backend.
     #[serde(default)]
     pub kubernetes: KubernetesConfig,
@@ -133,13 +146,29 @@ impl Default for KubernetesConfig {
 }
 
 /// The available backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "camelCase")]
 pub enum BackendKind {
     /// In-process simulated GPU cluster (the embedded default).
     Simulated,
     /// Kubernetes: pools and sessions are custom resources, workstations are pods.
     Kubernetes,
+    /// Real desktops as local processes (Xvfb, window manager, LibreCAD, x11vnc, noVNC).
+    Desktop,
+    /// `desktop` when its programs are installed on this host, otherwise `simulated`.
+    Auto,
+}
+
+impl BackendKind {
+    /// The kind to run: `auto` resolved by looking for the desktop programs (`missing` lists
+    /// what is absent, empty when all is there).
+    pub fn resolve(self, missing: &[String]) -> Self {
+        match self {
+            Self::Auto if missing.is_empty() => Self::Desktop,
+            Self::Auto => Self::Simulated,
+            other => other,
+        }
+    }
 }
 
 /// Settings of the simulated backend.
@@ -216,6 +245,7 @@ impl Config {
             problems.extend(auth);
         }
         problems.extend(self.gateway.validate());
+        problems.extend(self.portal.validate(&self.auth));
         let mut seen = HashSet::new();
         for (i, pool) in self.pools.iter().enumerate() {
             if !seen.insert(pool.name.clone()) {
@@ -245,6 +275,12 @@ impl Config {
             }
             return;
         }
+        if matches!(self.backend.kind, BackendKind::Desktop | BackendKind::Auto) {
+            self.validate_desktop(problems);
+        }
+        if self.backend.kind == BackendKind::Desktop {
+            return;
+        }
         let sim = &self.backend.simulated;
         if sim.nodes.is_empty() {
             problems.push("backend.simulated.nodes: at least one node group is needed".to_owned());
@@ -265,6 +301,21 @@ impl Config {
                     pool.name,
                     pool.gpus_per_workstation,
                     pool.gpu_model.as_deref().map(|m| format!(" of model {m}")).unwrap_or_default()
+                ));
+            }
+        }
+    }
+}
+
+impl Config {
+    fn validate_desktop(&self, problems: &mut Vec<String>) {
+        let desktop = &self.backend.desktop;
+        problems.extend(desktop.validate());
+        for (i, pool) in self.pools.iter().enumerate() {
+            if pool.gpus_per_workstation > desktop.slots {
+                problems.push(format!(
+                    "pools[{i}].gpusPerWorkstation ({}): needs {} GPU slots, backend.desktop.slots is {}",
+                    pool.name, pool.gpus_per_workstation, desktop.slots
                 ));
             }
         }
@@ -313,6 +364,20 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn auto_means_desktop_only_when_nothing_is_missing() {
+        assert_eq!(BackendKind::Auto.resolve(&[]), BackendKind::Desktop);
+        assert_eq!(BackendKind::Auto.resolve(&["Xvfb".into()]), BackendKind::Simulated);
+        assert_eq!(BackendKind::Simulated.resolve(&[]), BackendKind::Simulated);
+    }
+
+    #[test]
+    fn a_pool_larger_than_the_desktop_host_is_refused() {
+        let text = DEFAULT_CONFIG.replace("slots = 4", "slots = 1");
+        let err = Config::parse("test", &text).unwrap_err().to_string();
+        assert!(err.contains("pools[1].gpusPerWorkstation (visualisation-3d): needs 2 GPU slots"), "{err}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod gateway;
 pub mod http;
 pub mod kubernetes;
 pub mod metrics;
+pub mod portal;
 pub mod service;
 pub mod shutdown;
 pub mod sim;

@@ -23,6 +23,17 @@ fn check_config_summarises_the_default() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("drafting-2d") && text.contains("visualisation-3d"), "{text}");
+    assert!(text.contains("local desktops:"), "says whether real desktops are possible: {text}");
+}
+
+#[test]
+fn check_config_names_missing_desktop_programs_and_the_fallback() {
+    let out = cadbroker().arg("check-config").env("PATH", "/nonexistent").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("missing Xvfb"), "{text}");
+    assert!(text.contains("apt-get install xvfb openbox librecad"), "{text}");
+    assert!(text.contains("serve falls back to simulated"), "{text}");
 }
 
 #[test]

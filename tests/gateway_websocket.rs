@@ -1,12 +1,16 @@
 //! WebSocket through the gateway, over real sockets: the gateway on 127.0.0.1:0 in front of a
 //! real WebSocket echo on 127.0.0.1:0. Messages both ways, binary and 1 MiB frames, close frames
-//! in both directions, a greeting sent with the 101, refusals before 101, session end and
-//! shutdown closing open connections, coalesced activity.
+//! in both directions, a greeting sent with the 101, refusals before 101 (the desktop never sees
+//! a refused upgrade), backpressure from a client that stops reading, session end and shutdown
+//! closing open connections, coalesced activity, disconnects reported for the reconnect grace.
 
 #[path = "common/gateway.rs"]
 mod gateway;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::Ordering,
+    time::{Duration, Instant},
+};
 
 use axum::http::StatusCode;
 use futures::{SinkExt, StreamExt};
@@ -102,6 +106,13 @@ async fn the_upgrade_is_authorised_before_101_like_http() {
     let bobs = gw.cookie("s2", "bob").await;
     let err = tokio_tungstenite::connect_async(gw.ws_request("s1", "/ws", Some(&bobs))).await.unwrap_err();
     assert_eq!(refused(err), (StatusCode::FORBIDDEN, "connect_forbidden".into()));
+    // Bob's ticket at Alice's session: 403.
+    let bobs_ticket = gw.ticket("s2", "bob");
+    let at_alices = gw.ws_request("s1", &format!("/ws?ticket={bobs_ticket}"), None);
+    let err = tokio_tungstenite::connect_async(at_alices).await.unwrap_err();
+    assert_eq!(refused(err), (StatusCode::FORBIDDEN, "connect_forbidden".into()));
+    // None of the refused upgrades reached the desktop.
+    assert_eq!(_upstream.stats.upgrades.load(Ordering::Relaxed), 0, "a refused upgrade reached the desktop");
     // A ticket in the WebSocket URL works once (A28: single use), then 401.
     let ticket = gw.ticket("s1", "alice");
     let request = || gw.ws_request("s1", &format!("/ws?ticket={ticket}"), None);
@@ -125,6 +136,7 @@ async fn a_foreign_or_missing_origin_is_refused_with_403() {
         let err = tokio_tungstenite::connect_async(req).await.unwrap_err();
         assert_eq!(refused(err), (StatusCode::FORBIDDEN, "origin_forbidden".into()), "{origin:?}");
     }
+    assert_eq!(_upstream.stats.upgrades.load(Ordering::Relaxed), 0);
     // A refused origin does not spend a ticket.
     let ticket = gw.ticket("s1", "alice");
     let mut req = gw.ws_request("s1", &format!("/ws?ticket={ticket}"), None);
@@ -234,4 +246,111 @@ async fn websocket_traffic_records_activity_at_most_once_per_interval() {
     assert!(frames >= 50, "{frames} frames");
     assert!((1..=3).contains(&touches), "{touches} touches for {frames} round trips in 2.2 s");
     gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_websocket_client_that_stops_reading_holds_the_desktop_back() {
+    let (gw, upstream) = setup().await;
+    // The desktop sends 64 KiB frames as fast as they are taken (up to 6 GiB).
+    let mut ws = gw.ws("s1", "alice", "/ws-flood").await;
+    let mut read = 0;
+    while read < 1024 * 1024 {
+        match next_message(&mut ws).await {
+            Some(Message::Binary(frame)) => read += frame.len(),
+            other => panic!("expected binary frames, got {other:?}"),
+        }
+    }
+    // Stop reading: the socket buffers on both loopback hops fill, then the desktop waits.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let stalled_at = upstream.stats.flooded.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = upstream.stats.flooded.load(Ordering::Relaxed);
+    assert!(
+        stalled_at < 48 * 1024 * 1024,
+        "the desktop sent {stalled_at} bytes to a client that stopped reading"
+    );
+    assert!(later - stalled_at <= 1024 * 1024, "still sending: {stalled_at} then {later}");
+    // Reading again resumes it: more than was buffered on the way means the desktop sent again.
+    let buffered = usize::try_from(later).unwrap() - read;
+    let mut more = 0;
+    while more < buffered + 4 * 1024 * 1024 {
+        match next_message(&mut ws).await {
+            Some(Message::Binary(frame)) => more += frame.len(),
+            other => panic!("expected binary frames, got {other:?}"),
+        }
+    }
+    assert!(upstream.stats.flooded.load(Ordering::Relaxed) > later, "the desktop sends again");
+    drop(ws);
+    gw.stop().await;
+}
+
+/// Waits up to `limit` for `done`.
+async fn eventually(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    done()
+}
+
+/// Closes `ws` from the client side and waits for the connection to end.
+async fn close(mut ws: gateway::Ws) {
+    ws.close(None).await.unwrap();
+    while next_message(&mut ws).await.is_some() {}
+}
+
+#[tokio::test]
+async fn the_last_desktop_connection_closing_is_reported_and_a_reconnect_clears_it_at_once() {
+    let upstream = Upstream::start().await;
+    // A long interval: every touch after the first is coalesced unless forced.
+    let gw = GatewayUnderTest::start(|c| c.activity_interval = Duration::from_secs(600)).await;
+    gw.sessions.add("s1", "alice", upstream.addr);
+    let mut first = gw.ws("s1", "alice", "/ws").await;
+    let mut second = gw.ws("s1", "alice", "/ws").await;
+    assert_eq!(round_trip(&mut first, Message::text("a")).await, Message::text("a"));
+    assert_eq!(round_trip(&mut second, Message::text("b")).await, Message::text("b"));
+    // One of two desktop connections closes: the desktop is still connected.
+    close(first).await;
+    // Plain HTTP requests come and go without counting as the desktop.
+    let cookie = gw.cookie("s1", "alice").await;
+    let resp = gw.http.get(format!("{}/connect/s1/headers", gw.base)).header("cookie", &cookie).send();
+    assert_eq!(resp.await.unwrap().status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(gw.sessions.disconnects_of("s1"), 0, "a desktop connection is still open");
+    // The last one closes: the service hears of it (its reconnect grace starts).
+    let started = Instant::now();
+    close(second).await;
+    assert!(eventually(Duration::from_secs(1), || gw.sessions.disconnects_of("s1") == 1).await);
+    assert!(started.elapsed() < Duration::from_secs(1), "reported after {:?}", started.elapsed());
+    // A reconnect records activity at once, despite the coalescing interval (it clears the
+    // disconnect in the service).
+    let touches = gw.sessions.touches_of("s1");
+    let mut again = gw.ws("s1", "alice", "/ws").await;
+    assert_eq!(round_trip(&mut again, Message::text("back")).await, Message::text("back"));
+    assert!(eventually(Duration::from_secs(1), || gw.sessions.touches_of("s1") > touches).await);
+    let disconnect = gw.sessions.disconnects.lock().unwrap()[0].1;
+    let last_touch = gw.sessions.touches.lock().unwrap().last().unwrap().1;
+    assert!(last_touch > disconnect, "the reconnect is recorded after the disconnect");
+    // Connections closed because the session ended are not a disconnect.
+    gw.sessions.end("s1");
+    assert!(matches!(next_message(&mut again).await, Some(Message::Close(_))));
+    assert_eq!(next_message(&mut again).await, None);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(gw.sessions.disconnects_of("s1"), 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn connections_closed_by_a_broker_restart_are_not_reported_as_disconnects() {
+    let (mut gw, _upstream) = setup().await;
+    let mut ws = gw.ws("s1", "alice", "/ws").await;
+    assert_eq!(round_trip(&mut ws, Message::text("a")).await, Message::text("a"));
+    gw.begin_stop();
+    assert!(matches!(next_message(&mut ws).await, Some(Message::Close(_))));
+    let sessions = gw.sessions.clone();
+    gw.stop().await;
+    assert_eq!(sessions.disconnects_of("s1"), 0, "the client reconnects (1012); no grace starts");
 }

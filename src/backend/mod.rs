@@ -1,7 +1,9 @@
 //! The small interface the controllers drive to run workstations, and its implementations:
-//! the simulated cluster (embedded default) now; Kubernetes and local desktops beside it later.
+//! the simulated cluster (the fallback of the embedded default), local desktops (`desktop`) and,
+//! in `crate::kubernetes`, the cluster.
 //! Backends report what happens through [`Observation`]s on a channel; they never decide.
 
+pub mod desktop;
 pub mod simulated;
 mod workstation_page;
 

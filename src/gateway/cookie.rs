@@ -11,6 +11,10 @@ use crate::domain::SessionId;
 
 /// Name of the cookie. One per session, told apart by its path.
 pub const COOKIE_NAME: &str = "cadbroker_connect";
+/// Cookies of the broker that a workstation must never see or set: the gateway's own and the
+/// web portal's sign-in (whose `Path=/` covers `/connect/` too).
+const BROKER_COOKIES: [&str; 3] =
+    [COOKIE_NAME, crate::portal::sessions::PORTAL_COOKIE, crate::portal::sessions::LOGIN_COOKIE];
 
 /// The `Set-Cookie` value for `grant` on `session`, living `ttl`.
 pub fn set_cookie(grant: &str, session: &SessionId, ttl: Duration) -> HeaderValue {
@@ -36,7 +40,7 @@ pub fn values(headers: &HeaderMap) -> Vec<&str> {
         .collect()
 }
 
-/// Removes our cookie from the `Cookie` headers before they go to the workstation.
+/// Removes the broker's cookies from the `Cookie` headers before they go to the workstation.
 pub fn strip_request(headers: &mut HeaderMap) {
     if !headers.contains_key(header::COOKIE) {
         return;
@@ -47,7 +51,9 @@ pub fn strip_request(headers: &mut HeaderMap) {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty() && pair.split_once('=').is_none_or(|(name, _)| name != COOKIE_NAME))
+        .filter(|pair| {
+            !pair.is_empty() && pair.split_once('=').is_none_or(|(name, _)| !BROKER_COOKIES.contains(&name))
+        })
         .map(str::to_owned)
         .collect();
     headers.remove(header::COOKIE);
@@ -69,7 +75,7 @@ pub fn strip_response(headers: &mut HeaderMap) {
         .iter()
         .filter(|v| {
             let text = String::from_utf8_lossy(v.as_bytes());
-            text.split_once('=').is_none_or(|(name, _)| name.trim() != COOKIE_NAME)
+            text.split_once('=').is_none_or(|(name, _)| !BROKER_COOKIES.contains(&name.trim()))
         })
         .cloned()
         .collect();
@@ -95,7 +101,10 @@ mod tests {
     #[test]
     fn our_cookie_is_read_and_never_forwarded() {
         let mut headers = HeaderMap::new();
-        headers.append(header::COOKIE, HeaderValue::from_static("a=1; cadbroker_connect=x.y; b=2"));
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; cadbroker_connect=x.y; b=2; cadbroker_portal=p"),
+        );
         headers.append(header::COOKIE, HeaderValue::from_static("cadbroker_connect=\"z.w\""));
         assert_eq!(values(&headers), ["x.y", "z.w"]);
         strip_request(&mut headers);
@@ -111,6 +120,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.append(header::SET_COOKIE, HeaderValue::from_static("cadbroker_connect=evil; Path=/"));
         headers.append(header::SET_COOKIE, HeaderValue::from_static("novnc=1; Path=/"));
+        headers.append(header::SET_COOKIE, HeaderValue::from_static("cadbroker_portal=evil; Path=/"));
         strip_response(&mut headers);
         assert_eq!(headers.get_all(header::SET_COOKIE).iter().collect::<Vec<_>>(), ["novnc=1; Path=/"]);
     }

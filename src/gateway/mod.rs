@@ -9,6 +9,7 @@
 //!                                  ├─► HTTP: proxy (streamed both ways)
 //!                                  └─► WebSocket: 101 from the desktop, then a byte relay
 //!  traffic ──► activity (coalesced) ──► SessionService::record_activity
+//!  last desktop WebSocket of a live session closes ──► SessionService::record_disconnect
 //!  session ends ──► registry cancels its connections (close 1000); shutdown: close 1012
 //! ```
 //!
@@ -123,6 +124,7 @@ impl Gateway {
         let public_scheme =
             HeaderValue::from_static(if public_url.starts_with("https:") { "https" } else { "http" });
         let (hub, queue) = ActivityHub::new(*activity_interval);
+        let closing = CancellationToken::new();
         tracing::info!(%public_url, key = %key_origin, "gateway ready on /connect/");
         Ok(Arc::new(Self {
             service,
@@ -135,9 +137,9 @@ impl Gateway {
             public_scheme,
             ticket_ttl: *ticket_ttl,
             cookie_ttl: *cookie_ttl,
-            registry: Registry::new(hub),
+            registry: Registry::new(hub, closing.clone()),
             client: proxy::client(),
-            closing: CancellationToken::new(),
+            closing,
             cut: CancellationToken::new(),
             tunnels: TaskTracker::new(),
             activity: Mutex::new(Some(queue)),
@@ -185,7 +187,9 @@ impl Gateway {
         let stop = CancellationToken::new();
         let watcher = tokio::spawn(self.registry.clone().watch_ends(self.service.clone(), stop.clone()));
         let queue = self.activity.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let recorder = queue.map(|q| tokio::spawn(activity::record(self.service.clone(), q, stop.clone())));
+        let recorder = queue.map(|q| {
+            tokio::spawn(activity::record(self.service.clone(), q, self.registry.clone(), stop.clone()))
+        });
         shutdown.wait().await;
         self.closing.cancel();
         self.tunnels.close();

@@ -6,6 +6,10 @@
 //! subscribing and after a lag, and cancels on any non-live phase (Ending, Ended, Failed) or a
 //! session that is gone. Connections register *before* they are authorised, so an end that
 //! happens between the check and the registration is still seen.
+//!
+//! WebSocket relays also count as the session's desktop connections: when the last one closes
+//! while the session is live and the broker is not stopping, the session's activity reports
+//! the disconnect (reconnect grace); the first one to open after that records activity at once.
 
 use std::{
     collections::HashMap,
@@ -25,6 +29,8 @@ pub struct Registry {
     /// Whether any connection is open; wakes the watcher.
     busy: watch::Sender<bool>,
     activity: Arc<ActivityHub>,
+    /// Fired when the broker stops: connections closing then are not the user leaving.
+    closing: CancellationToken,
 }
 
 #[derive(Debug)]
@@ -32,6 +38,8 @@ struct Entry {
     cancel: CancellationToken,
     activity: Arc<Activity>,
     connections: usize,
+    /// Of `connections`, the WebSocket relays (desktop connections).
+    desktops: usize,
 }
 
 /// One open connection (or proxied request) of a session; deregisters on drop.
@@ -44,12 +52,14 @@ pub struct ConnectionGuard {
     pub cancel: CancellationToken,
     /// The session's activity.
     pub activity: Arc<Activity>,
+    /// Whether this is a desktop connection (see [`ConnectionGuard::open_desktop`]).
+    desktop: bool,
 }
 
 impl Registry {
-    /// An empty registry whose sessions touch `activity`.
-    pub fn new(activity: Arc<ActivityHub>) -> Arc<Self> {
-        Arc::new(Self { sessions: Mutex::default(), busy: watch::Sender::new(false), activity })
+    /// An empty registry whose sessions touch `activity`; `closing` fires when the broker stops.
+    pub fn new(activity: Arc<ActivityHub>, closing: CancellationToken) -> Arc<Self> {
+        Arc::new(Self { sessions: Mutex::default(), busy: watch::Sender::new(false), activity, closing })
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<SessionId, Entry>> {
@@ -63,6 +73,7 @@ impl Registry {
             cancel: CancellationToken::new(),
             activity: self.activity.session(session),
             connections: 0,
+            desktops: 0,
         });
         entry.connections += 1;
         let guard = ConnectionGuard {
@@ -70,6 +81,7 @@ impl Registry {
             session: session.clone(),
             cancel: entry.cancel.clone(),
             activity: entry.activity.clone(),
+            desktop: false,
         };
         self.busy.send_if_modified(|busy| !std::mem::replace(busy, true));
         guard
@@ -85,6 +97,11 @@ impl Registry {
     /// Sessions with open connections.
     pub fn sessions(&self) -> Vec<SessionId> {
         self.lock().keys().cloned().collect()
+    }
+
+    /// Open desktop connections (WebSocket relays) of `session`.
+    pub fn desktops(&self, session: &SessionId) -> usize {
+        self.lock().get(session).map_or(0, |e| e.desktops)
     }
 
     /// Open connections, all sessions together.
@@ -138,10 +155,37 @@ impl Registry {
     }
 }
 
+impl ConnectionGuard {
+    /// Marks this connection as a desktop connection (a WebSocket relay that has started).
+    pub fn open_desktop(&mut self) {
+        if self.desktop {
+            return;
+        }
+        let mut sessions = self.registry.lock();
+        if let Some(entry) = sessions.get_mut(&self.session) {
+            entry.desktops += 1;
+            self.desktop = true;
+            if entry.desktops == 1 {
+                entry.activity.desktop_opened();
+            }
+        }
+    }
+}
+
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         let mut sessions = self.registry.lock();
         if let Some(entry) = sessions.get_mut(&self.session) {
+            if self.desktop {
+                entry.desktops -= 1;
+                // The user left (not the session ending, not the broker stopping).
+                if entry.desktops == 0
+                    && !entry.cancel.is_cancelled()
+                    && !self.registry.closing.is_cancelled()
+                {
+                    entry.activity.desktop_gone();
+                }
+            }
             entry.connections -= 1;
             if entry.connections == 0 {
                 sessions.remove(&self.session);
@@ -162,7 +206,7 @@ mod tests {
     #[test]
     fn connections_of_one_session_share_its_token_and_leave_no_trace() {
         let (hub, _queue) = ActivityHub::new(Duration::from_secs(30));
-        let registry = Registry::new(hub);
+        let registry = Registry::new(hub, CancellationToken::new());
         let (a, b) = (SessionId::from("a"), SessionId::from("b"));
         let a1 = registry.register(&a);
         let a2 = registry.register(&a);
@@ -176,5 +220,31 @@ mod tests {
         assert!(registry.sessions().is_empty());
         assert!(!*registry.busy.borrow());
         assert!(!registry.register(&a).cancel.is_cancelled(), "a new entry starts uncancelled");
+    }
+
+    #[test]
+    fn the_last_desktop_connection_closing_reports_a_disconnect_unless_the_session_ended() {
+        use super::super::activity::Report;
+        let (hub, mut queue) = ActivityHub::new(Duration::from_secs(30));
+        let registry = Registry::new(hub, CancellationToken::new());
+        let s = SessionId::from("s");
+        let http = registry.register(&s);
+        let (mut one, mut two) = (registry.register(&s), registry.register(&s));
+        one.open_desktop();
+        two.open_desktop();
+        assert_eq!(registry.desktops(&s), 2);
+        while queue.0.try_recv().is_ok() {}
+        drop((http, one));
+        assert!(queue.0.try_recv().is_err(), "a desktop connection is still open");
+        drop(two);
+        assert_eq!(queue.0.try_recv().unwrap(), Report::Away(s.clone()));
+        assert_eq!(registry.desktops(&s), 0);
+        // A session that ends closes its connections: not a disconnect.
+        let mut three = registry.register(&s);
+        three.open_desktop();
+        while queue.0.try_recv().is_ok() {}
+        registry.end(&s);
+        drop(three);
+        assert!(queue.0.try_recv().is_err());
     }
 }

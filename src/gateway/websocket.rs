@@ -103,6 +103,7 @@ pub async fn forward(
     *response.headers_mut() = headers;
     let relay_gateway = gateway.clone();
     gateway.tunnels.spawn(async move {
+        let mut guard = guard;
         let client = match client_upgrade.await {
             Ok(client) => client,
             Err(e) => {
@@ -110,6 +111,8 @@ pub async fn forward(
                 return;
             }
         };
+        // Now a desktop connection: the session's disconnect is reported when the last closes.
+        guard.open_desktop();
         let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
         let upstream = (TcpReader(&tcp), TcpWriter(&tcp));
         let client = (Buffered(client_read), client_write);

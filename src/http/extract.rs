@@ -1,5 +1,6 @@
-//! Request extractors: the authenticated caller (bearer token checked by the
-//! `Authenticator` in state) and validated headers.
+//! Request extractors: the authenticated caller (a bearer token, or the web portal's cookie
+//! standing for the token it holds, checked by the `Authenticator` in state) and validated
+//! headers.
 
 use axum::{
     extract::FromRequestParts,
@@ -9,7 +10,8 @@ use axum::{
 use super::{error::ApiError, state::AppState};
 use crate::{auth::AuthError, domain::Caller};
 
-/// The caller, authenticated from `Authorization: Bearer <token>`.
+/// The caller, authenticated from `Authorization: Bearer <token>` or, without that header, from
+/// the portal's cookie (which needs `X-CSRF-Token` on anything but GET and HEAD).
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Caller);
 
@@ -17,7 +19,17 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(&parts.headers)?;
+        let portal_token;
+        let token = if parts.headers.contains_key(header::AUTHORIZATION) {
+            bearer_token(&parts.headers)?
+        } else {
+            portal_token = state.portal.token_for(&parts.method, &parts.headers).map_err(|e| match e {
+                // An unknown or expired portal cookie is the same as no credentials at all.
+                crate::portal::PortalError::NotSignedIn => ApiError::from(AuthError::Missing),
+                other => ApiError::from(other),
+            })?;
+            portal_token.as_deref().ok_or_else(|| ApiError::from(AuthError::Missing))?
+        };
         let principal = state.auth.authenticate(token).await.map_err(ApiError::from)?;
         Ok(Self(principal.caller()))
     }

@@ -1,5 +1,5 @@
-//! HTTP: the public router (API v1, OpenAPI) and the admin router (/livez, /readyz,
-//! /metrics). Routers are functions of state, so tests drive them without sockets.
+//! HTTP: the public router (API v1, OpenAPI, the web portal) and the admin router (/livez,
+//! /readyz, /metrics). Routers are functions of state, so tests drive them without sockets.
 
 pub mod admin;
 pub mod api;
@@ -22,7 +22,7 @@ use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer, trace::Tra
 use utoipa::OpenApi;
 
 use self::{api::ApiDoc, error::ApiError, state::AppState};
-use crate::metrics::RequestLabels;
+use crate::{metrics::RequestLabels, portal::handlers as portal};
 
 /// HTTP limits of the public router.
 #[derive(Debug, Clone, Copy)]
@@ -43,6 +43,16 @@ pub fn router(state: AppState, limits: Limits) -> Router {
         .route("/api/v1/pools/{name}", put(api::pools::put).delete(api::pools::delete))
         .route("/api/v1/pools/{name}/decisions", get(api::pools::decisions))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/", get(portal::to_portal))
+        .route("/portal", get(portal::to_portal))
+        .route("/portal/", get(portal::index))
+        .route("/portal/{file}", get(portal::file))
+        .route("/portal/api/config", get(portal::info))
+        .route("/portal/api/me", get(portal::me))
+        .route("/portal/dev-login", post(portal::dev_login))
+        .route("/portal/logout", post(portal::logout))
+        .route("/portal/login", get(portal::login))
+        .route("/portal/callback", get(portal::callback))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout));
     // Event streams live as long as the session; no timeout.
     let streams = Router::new().route("/api/v1/sessions/{id}/events", get(api::sessions::events));

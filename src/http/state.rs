@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::{auth::Authenticator, metrics::HttpMetrics, service::SessionService, shutdown::Shutdown};
+use crate::{
+    auth::Authenticator, metrics::HttpMetrics, portal::Portal, service::SessionService, shutdown::Shutdown,
+};
 
 /// Shared state of the public router.
 #[derive(Clone)]
@@ -16,4 +18,6 @@ pub struct AppState {
     pub metrics: Arc<HttpMetrics>,
     /// Ends open event streams on shutdown.
     pub shutdown: Shutdown,
+    /// The web portal's sign-ins (its cookie is accepted in place of a bearer token).
+    pub portal: Arc<Portal>,
 }

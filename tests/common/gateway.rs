@@ -59,6 +59,8 @@ pub struct FakeSessions {
     events: broadcast::Sender<SessionEvent>,
     /// Every `record_activity` call, in order.
     pub touches: Mutex<Vec<(SessionId, Instant)>>,
+    /// Every `record_disconnect` call, in order.
+    pub disconnects: Mutex<Vec<(SessionId, Instant)>>,
 }
 
 impl FakeSessions {
@@ -67,6 +69,7 @@ impl FakeSessions {
             sessions: Mutex::default(),
             events: broadcast::channel(64).0,
             touches: Mutex::default(),
+            disconnects: Mutex::default(),
         })
     }
 
@@ -90,6 +93,11 @@ impl FakeSessions {
     /// How many times activity was recorded for `id`.
     pub fn touches_of(&self, id: &str) -> usize {
         self.touches.lock().unwrap().iter().filter(|(s, _)| s.as_str() == id).count()
+    }
+
+    /// How many times a disconnect was recorded for `id`.
+    pub fn disconnects_of(&self, id: &str) -> usize {
+        self.disconnects.lock().unwrap().iter().filter(|(s, _)| s.as_str() == id).count()
     }
 }
 
@@ -164,6 +172,10 @@ impl SessionService for FakeSessions {
     }
     async fn record_activity(&self, id: &SessionId) -> Result<(), ServiceError> {
         self.touches.lock().unwrap().push((id.clone(), Instant::now()));
+        Ok(())
+    }
+    async fn record_disconnect(&self, id: &SessionId) -> Result<(), ServiceError> {
+        self.disconnects.lock().unwrap().push((id.clone(), Instant::now()));
         Ok(())
     }
     fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
@@ -302,6 +314,10 @@ pub fn cookie_pair(headers: &HeaderMap) -> String {
 pub struct UpstreamStats {
     /// Bytes produced by `/stream`.
     pub produced: AtomicU64,
+    /// Bytes `/ws-flood` has handed to its WebSocket (each send waits until it is written).
+    pub flooded: AtomicU64,
+    /// WebSocket upgrades that reached the upstream.
+    pub upgrades: AtomicU64,
 }
 
 /// A desktop stand-in on 127.0.0.1:0.
@@ -319,7 +335,8 @@ impl Drop for Upstream {
 
 impl Upstream {
     /// Starts the upstream: `/headers`, `/stream`, `/slow`, `/upload`, `/redirect`, `/ws`
-    /// (echo; text `close:<code>` makes it close), `/ws-greet` (greets, then echoes).
+    /// (echo; text `close:<code>` makes it close), `/ws-greet` (greets, then echoes),
+    /// `/ws-flood` (sends 64 KiB binary frames as fast as they are taken, up to 6 GiB).
     pub async fn start() -> Self {
         let stats = Arc::new(UpstreamStats::default());
         let app = Router::new()
@@ -328,7 +345,19 @@ impl Upstream {
             .route("/slow", get(slow))
             .route("/upload", post(upload))
             .route("/redirect", get(redirect))
-            .route("/ws", get(|ws: WebSocketUpgrade| async move { ws.on_upgrade(|s| echo(s, None)) }))
+            .route(
+                "/ws",
+                get(|State(stats): State<Arc<UpstreamStats>>, ws: WebSocketUpgrade| async move {
+                    stats.upgrades.fetch_add(1, Ordering::Relaxed);
+                    ws.on_upgrade(|s| echo(s, None))
+                }),
+            )
+            .route(
+                "/ws-flood",
+                get(|State(stats): State<Arc<UpstreamStats>>, ws: WebSocketUpgrade| async move {
+                    ws.on_upgrade(|s| flood(s, stats))
+                }),
+            )
             .route(
                 "/ws-greet",
                 get(|ws: WebSocketUpgrade| async move {
@@ -425,6 +454,17 @@ async fn echo(mut socket: WebSocket, greeting: Option<&'static str>) {
         if socket.send(reply).await.is_err() {
             return;
         }
+    }
+}
+
+/// 64 KiB binary frames, counted once each send (which waits for the socket) completes.
+async fn flood(mut socket: WebSocket, stats: Arc<UpstreamStats>) {
+    let frame = Bytes::from(vec![0x5a; 64 * 1024]);
+    for _ in 0..100_000 {
+        if socket.send(Message::Binary(frame.clone())).await.is_err() {
+            return;
+        }
+        stats.flooded.fetch_add(frame.len() as u64, Ordering::Relaxed);
     }
 }
 

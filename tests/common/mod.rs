@@ -10,7 +10,7 @@ use std::{net::SocketAddr, time::Duration};
 use cadbroker::{
     app::{self, Running},
     auth::{MintRequest, load_or_create_dev_key, mint_dev_token},
-    config::Config,
+    config::{BackendKind, Config},
     domain::PoolSpec,
 };
 use reqwest::{Method, StatusCode};
@@ -31,6 +31,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     let mut config = Config::load(None).expect("built-in config is valid");
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
+    // The API tests run on the simulated cluster whatever is installed on the host.
+    config.backend.kind = BackendKind::Simulated;
     config.backend.simulated.start_delay = Duration::from_millis(300);
     config.broker.reconcile_interval = Duration::from_millis(100);
     for issuer in &mut config.auth.issuers {

@@ -160,8 +160,55 @@ fn to_event(last: Option<&SessionView>, view: &SessionView) -> Option<Event> {
         None => "phase",
         Some(l) if l.phase != view.phase => "phase",
         Some(l) if l.warning != view.warning && view.warning.is_some() => "warning",
-        Some(l) if l.queue_position != view.queue_position || l.message != view.message => "update",
+        // A lifted warning is news too: the portal takes its banner down.
+        Some(l)
+            if l.queue_position != view.queue_position
+                || l.message != view.message
+                || l.warning != view.warning =>
+        {
+            "update"
+        }
         Some(_) => return None,
     };
     Event::default().event(name).json_data(view).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+
+    use super::*;
+    use crate::domain::{EndReason, SessionPhase, Warning};
+
+    fn view(warning: Option<Warning>) -> SessionView {
+        SessionView {
+            id: "s1".into(),
+            user: "u".into(),
+            pool: "p".into(),
+            phase: SessionPhase::Ready,
+            queue_position: None,
+            estimated_wait_seconds: None,
+            requested_at: Timestamp::UNIX_EPOCH,
+            ready_at: None,
+            last_activity: None,
+            warning,
+            ended_at: None,
+            end_reason: None,
+            connect_url: None,
+            workstation: None,
+            node: None,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn a_warning_and_its_lifting_are_both_sent_and_nothing_else_is_repeated() {
+        let at = Timestamp::UNIX_EPOCH;
+        let warned = view(Some(Warning { reason: EndReason::IdleTimeout, at, ends_at: at }));
+        let quiet = view(None);
+        assert!(to_event(None, &quiet).is_some(), "the first event is always sent");
+        assert!(to_event(Some(&quiet), &warned).is_some(), "the warning");
+        assert!(to_event(Some(&warned), &quiet).is_some(), "the warning lifted");
+        assert!(to_event(Some(&quiet), &quiet).is_none(), "no change, no event");
+    }
 }
