@@ -468,7 +468,7 @@ backend_as_sa() {
     CADBROKER_TEST_BROKER_SUBJECT="$REL_NS/$SA" \
     CADBROKER_TEST_BROKER_CLUSTERROLE="$FULLNAME-workstations" \
     timeout -k 10 "${CHART_TESTS_BACKEND_TIMEOUT:-600}" \
-    cargo test --locked --features cluster-tests --test kube_backend --test kube_recovery 2>&1 | tee "$WORK/kube_backend.log" ||
+    cargo test --locked --no-fail-fast --features cluster-tests --test kube_backend --test kube_recovery 2>&1 | tee "$WORK/kube_backend.log" ||
     rc=$?
   # A failed test leaves its namespace (and pods holding GPUs) behind: remove the namespaces this
   # run bound the ServiceAccount into.
