@@ -26,6 +26,7 @@ fn the_crds_carry_printer_columns_status_and_validation() {
         "status: {}",
         "self.spec.capacity.warm <= self.spec.capacity.max",
         "pool cannot change",
+        "helm.sh/resource-policy: keep",
     ] {
         assert!(yaml.contains(needle), "CRDs lack {needle}");
     }

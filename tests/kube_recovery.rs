@@ -16,7 +16,9 @@ use cadbroker::{
     crd::WorkstationSession,
 };
 use common::{
-    cluster::{broker, client, create_pool, kubeconfig, pods, running_pods, temp_namespace, wait_until},
+    cluster::{
+        broker, broker_kubeconfig, client, create_pool, pods, running_pods, temp_namespace, wait_until,
+    },
     test_config,
 };
 use k8s_openapi::api::core::v1::Pod;
@@ -47,7 +49,7 @@ impl BrokerProcess {
         config.server.admin_listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         config.backend.kind = BackendKind::Kubernetes;
         config.backend.kubernetes.namespace = namespace.to_owned();
-        config.backend.kubernetes.kubeconfig = Some(kubeconfig());
+        config.backend.kubernetes.kubeconfig = Some(broker_kubeconfig());
         config.backend.kubernetes.lease_duration = Duration::from_secs(3);
         config.pools.clear();
         let path = dir.path().join("cadbroker.toml");

@@ -4,6 +4,8 @@
 # plain processes on loopback, built from Go modules into a version-keyed cache.
 #
 #   tests/cluster/cluster.sh build          build missing binaries into the cache
+#   tests/cluster/cluster.sh build-helm     build helm (for the chart tests) into its own cache
+#   tests/cluster/cluster.sh helm -- ARGS   run the cached helm (building it first if missing)
 #   tests/cluster/cluster.sh up             build if needed, start, wait, register GPU nodes
 #   tests/cluster/cluster.sh down           stop what `up` started, remove .cluster/ state
 #   tests/cluster/cluster.sh status         is it up?
@@ -12,7 +14,8 @@
 #
 # Environment (all optional):
 #   CADBROKER_CACHE         cache root (default ~/.cache/cadbroker); binaries go to
-#                           $CADBROKER_CACHE/k8s-<K8S_VERSION>/bin
+#                           $CADBROKER_CACHE/k8s-<K8S_VERSION>/bin, helm to
+#                           $CADBROKER_CACHE/helm-<HELM_VERSION>/bin
 #   CLUSTER_APISERVER_PORT  kube-apiserver port on 127.0.0.1 (default 16443)
 #   CLUSTER_ETCD_PORT       etcd client port on 127.0.0.1 (default 16379; peer port +1)
 #   CLUSTER_PORT_BASE       first of the ports of kcm/scheduler/kwok (default 16450)
@@ -30,6 +33,7 @@ REPO="$(cd "$HERE/../.." && pwd)"
 
 CACHE_ROOT="${CADBROKER_CACHE:-$HOME/.cache/cadbroker}"
 BIN="$CACHE_ROOT/k8s-$K8S_VERSION/bin"
+HELM_BIN="$CACHE_ROOT/helm-$HELM_VERSION/bin"
 STATE="$REPO/.cluster"
 KUBECONFIG_PATH="$STATE/kubeconfig"
 # kubectl (ours, and the one kwokctl runs) keeps its discovery/http cache here, not in ~/.kube.
@@ -88,13 +92,23 @@ check_pins() {
     die "tests/cluster/kwok/go.mod does not require sigs.k8s.io/kwok $KWOK_VERSION (versions.env)"
 }
 
+check_helm_pin() {
+  grep -Eq "^(require)?\s*helm\.sh/helm/v4 $HELM_VERSION( |\$)" "$HERE/helm/go.mod" ||
+    die "tests/cluster/helm/go.mod does not require helm.sh/helm/v4 $HELM_VERSION (versions.env)"
+}
+
 # A binary counts as present when it exists and its stamp names the pinned version, so
 # bumping etcd or KWOK alone rebuilds just that binary.
-have() { [[ -x "$BIN/$1" && "$(cat "$BIN/.$1.version" 2>/dev/null)" == "$2" ]]; }
+# BUILD_BIN (default $BIN) is the directory being filled.
+have() {
+  local bin="${BUILD_BIN:-$BIN}"
+  [[ -x "$bin/$1" && "$(cat "$bin/.$1.version" 2>/dev/null)" == "$2" ]]
+}
 
 # build_one NAME VERSION MODULE_DIR PACKAGE [LDFLAGS]
 build_one() {
   local name="$1" version="$2" dir="$3" pkg="$4" ldflags="${5:-}" t0 ticker rc=0
+  local BIN="${BUILD_BIN:-$BIN}"
   if have "$name" "$version"; then
     log "build: $name $version present, skipped"
     return 0
@@ -153,6 +167,30 @@ cmd_build() {
     build_one "$b" "$K8S_VERSION" k8s "k8s.io/kubernetes/cmd/$b" "$k8s_ldf"
   done
   log "build: all done in $(elapsed "$t0")s; cache: $(du -sh "$BIN" | cut -f1) in $BIN"
+}
+
+# helm for the chart tests (tests/charts/run.sh): its own wrapper module and cache directory, so
+# bumping it never rebuilds the control plane and vice versa.
+cmd_build_helm() {
+  if BUILD_BIN="$HELM_BIN" have helm "$HELM_VERSION"; then
+    log "build-helm: helm $HELM_VERSION present in $HELM_BIN"
+    return 0
+  fi
+  need_go
+  check_helm_pin
+  mkdir -p "$HELM_BIN"
+  BUILD_BIN="$HELM_BIN" build_one helm "$HELM_VERSION" helm helm.sh/helm/v4/cmd/helm \
+    "-X helm.sh/helm/v4/internal/version.version=$HELM_VERSION -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
+}
+
+# The cached helm, built first if missing. Its caches and config stay under .cluster/helm, never
+# in the user's ~/.cache/helm or ~/.config/helm.
+cmd_helm() {
+  [[ "${1:-}" == "--" ]] && shift
+  BUILD_BIN="$HELM_BIN" have helm "$HELM_VERSION" || cmd_build_helm >&4
+  mkdir -p "$STATE/helm"
+  HELM_CACHE_HOME="$STATE/helm/cache" HELM_CONFIG_HOME="$STATE/helm/config" \
+    HELM_DATA_HOME="$STATE/helm/data" "$HELM_BIN/helm" "$@"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -230,6 +268,11 @@ componentsPatches:
   # endpoints would fail forever: switch it off (nothing in the test cluster uses that Service).
   - key: endpoint-reconciler-type
     value: none
+  # On top of the default admission plugins, as hardened clusters (OpenShift, for one) run it:
+  # setting an owner reference with blockOwnerDeletion needs update on the owner's finalizers,
+  # so the chart tests' RBAC proof covers that rule (the admin identity bypasses it).
+  - key: enable-admission-plugins
+    value: OwnerReferencesPermissionEnforcement
 - name: kwok-controller
   extraArgs:
   # kwokctl passes an empty --node-ip; nodes without an InternalIP would get this one.
@@ -333,7 +376,7 @@ cmd_down() {
   for pid in "${pids[@]}"; do
     if ours "$pid"; then kill -9 "$pid" 2>/dev/null || true; fi
   done
-  rm -rf "$KWOK_WORKDIR_PATH" "$KUBECACHEDIR" "$KUBECONFIG_PATH" "$STATE/kwok.yaml" "$STATE/nodes.yaml" \
+  rm -rf "$KWOK_WORKDIR_PATH" "$KUBECACHEDIR" "$STATE/helm" "$KUBECONFIG_PATH" "$STATE/kwok.yaml" "$STATE/nodes.yaml" \
     "$STATE/up.log" "$STATE/down.log"
   rmdir "$STATE" 2>/dev/null || true
   log "down: stopped, state removed"
@@ -456,6 +499,8 @@ main() {
   [[ $# -gt 0 ]] && shift
   case "$sub" in
     build) cmd_build "$@" ;;
+    build-helm) cmd_build_helm "$@" ;;
+    helm) cmd_helm "$@" ;;
     up) cmd_up "$@" ;;
     down) cmd_down "$@" ;;
     status) cmd_status "$@" ;;

@@ -23,6 +23,35 @@ pub fn kubeconfig() -> std::path::PathBuf {
         .expect("KUBECONFIG must point at the local test cluster: run these tests through `make test`")
 }
 
+/// The identity of the brokers under test: `CADBROKER_TEST_BROKER_KUBECONFIG` if set (the chart
+/// tests put the Helm chart's ServiceAccount there, tests/charts/run.sh), else KUBECONFIG. The
+/// tests' own setup and checks always use KUBECONFIG.
+pub fn broker_kubeconfig() -> std::path::PathBuf {
+    std::env::var_os("CADBROKER_TEST_BROKER_KUBECONFIG").map_or_else(kubeconfig, Into::into)
+}
+
+/// With `CADBROKER_TEST_BROKER_SUBJECT=namespace/serviceaccount` and
+/// `CADBROKER_TEST_BROKER_CLUSTERROLE=name`, binds that ClusterRole to that ServiceAccount in
+/// the test's namespace, as the chart does in its workstations namespace.
+async fn bind_broker_role(client: &Client, ns: &str) {
+    let (Ok(subject), Ok(role)) =
+        (std::env::var("CADBROKER_TEST_BROKER_SUBJECT"), std::env::var("CADBROKER_TEST_BROKER_CLUSTERROLE"))
+    else {
+        return;
+    };
+    let (sa_ns, sa) = subject.split_once('/').expect("CADBROKER_TEST_BROKER_SUBJECT is namespace/name");
+    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": "cadbroker-under-test", "namespace": ns },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role },
+        "subjects": [{ "kind": "ServiceAccount", "namespace": sa_ns, "name": sa }],
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+}
+
 pub async fn client() -> Client {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig()).unwrap();
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
@@ -82,7 +111,9 @@ pub async fn temp_namespace(client: &Client) -> TempNamespace {
         ..Default::default()
     };
     Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
-    TempNamespace(name)
+    let ns = TempNamespace(name);
+    bind_broker_role(client, &ns).await;
+    ns
 }
 
 pub async fn create_pool(
@@ -116,7 +147,7 @@ pub async fn broker(ns: &str) -> TestBroker {
     TestBroker::start(move |c: &mut Config| {
         c.backend.kind = BackendKind::Kubernetes;
         c.backend.kubernetes.namespace = ns;
-        c.backend.kubernetes.kubeconfig = Some(kubeconfig());
+        c.backend.kubernetes.kubeconfig = Some(broker_kubeconfig());
         c.backend.kubernetes.lease_duration = Duration::from_secs(3);
         c.pools.clear();
     })
