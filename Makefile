@@ -28,14 +28,11 @@ test-browser: ## the portal in headless Chromium against real local desktops (te
 	cd tests/browser && { test -d node_modules/playwright-core || npm ci --no-audit --no-fund; } && npm test
 
 # tests/charts/run.sh: the charts, and RBAC proven with the chart's ServiceAccount, running the
-# two suites above again as that identity. Any refusal by the API server fails the run; the
-# suites' own failures are only reported, because two_brokers_racing_give_exactly_one_pod_per_session
-# and a_cold_start_goes_through_the_scheduler_… still fail now and then as any identity (admin
-# too): drop CHART_TESTS_BACKEND=report once they are reliable.
+# two cluster suites above again as that identity; any failure fails the run.
 test-in-cluster: ## tests that need the running local cluster (KUBECONFIG set by cluster.sh run)
 	$(CLUSTER) smoke
 	cargo test --locked --features cluster-tests --test kube_backend --test kube_recovery
-	CHART_TESTS_BACKEND=report tests/charts/run.sh
+	tests/charts/run.sh
 
 lint: ## formatting and clippy, as CI runs them
 	cargo fmt --all -- --check

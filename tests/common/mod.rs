@@ -122,9 +122,10 @@ impl TestBroker {
             .await
     }
 
-    /// Polls a session until `phase`, failing after 10 s.
+    /// Polls a session until `phase`, failing after 30 s (cluster tests share two cores with
+    /// a control plane).
     pub async fn wait_phase(&self, token: &str, id: &str, phase: &str) -> Value {
-        for _ in 0..200 {
+        for _ in 0..600 {
             let (status, body) =
                 self.call(Method::GET, &format!("/api/v1/sessions/{id}"), Some(token), None).await;
             assert_eq!(status, StatusCode::OK, "{body}");
