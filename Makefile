@@ -36,7 +36,7 @@ test-in-cluster: ## tests that need the running local cluster (KUBECONFIG set by
 
 lint: ## formatting and clippy, as CI runs them
 	cargo fmt --all -- --check
-	cargo clippy --all-targets --locked -- -D warnings
+	cargo clippy --all-targets --all-features --locked -- -D warnings
 
 lint-charts: ## helm lint of both charts (no cluster needed; the full chart tests run in `make test`)
 	$(CLUSTER) helm -- lint --strict charts/cadbroker-crds

@@ -135,9 +135,9 @@ async fn two_brokers_racing_give_exactly_one_pod_per_session() {
     for (i, (_, id)) in ids.iter().enumerate() {
         one.wait_phase(&one.token(&format!("racer{i}"), &[]), id, "Ready").await;
     }
-    // Both brokers run in this process with the same identity, so both believe they hold the
-    // lease: the worst case, two leaders. Claims are compare-and-swaps, so no pod is ever
-    // shared; a session that got two pods keeps one after the next pass.
+    // Two replicas: both write intents, one holds the Lease. Claims are compare-and-swaps, and
+    // should two allocators ever both lead (a lease is not a fence), a session that got two
+    // pods keeps one after the next pass (a unit test in restore covers that rule).
     let holders = async || {
         let pods = pods(&client, &ns).await;
         let live = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none());

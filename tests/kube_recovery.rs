@@ -201,7 +201,8 @@ async fn killed_between_a_warm_claim_and_its_status_the_session_keeps_that_pod()
         session(&client, &ns, &id).await.status.and_then(|s| s.pod).as_deref() == Some(warm.as_str())
     })
     .await;
-    wait_until("the warm buffer is back", async || running_pods(&client, &ns).await == 2).await;
+    // At least the pool's warm 1 (recent demand may raise it).
+    wait_until("the warm buffer is back", async || running_pods(&client, &ns).await >= 2).await;
     assert_no_orphans(&client, &ns).await;
     second.stop().await;
 }
@@ -256,7 +257,11 @@ async fn killed_between_an_end_and_its_status_the_session_ends_and_no_pod_is_lef
     let second = broker(&ns).await;
     let ended = second.wait_phase(&second.token("carol", &[]), &id, "Ended").await;
     assert_eq!(ended["endReason"], "UserEnded", "{ended}");
-    wait_until("no pod is left", async || pods(&client, &ns).await.is_empty()).await;
+    // The pool may keep a warm pod (recent demand raises its buffer); none is the session's.
+    wait_until("the session's pod is gone", async || {
+        !pods(&client, &ns).await.iter().any(|p| holder(p).as_deref() == Some(id.as_str()))
+    })
+    .await;
     assert_no_orphans(&client, &ns).await;
     second.stop().await;
 }

@@ -123,7 +123,7 @@ pub fn restore(snapshot: &Snapshot, now: Timestamp) -> Restored {
     let mut max_number = 0;
     let mut workstations: Vec<Workstation> =
         snapshot.pods.iter().filter_map(|pod| workstation_of(pod, &pools)).collect();
-    release_extra_claims(&mut workstations, snapshot);
+    release_extra_claims(&mut workstations);
     for ws in workstations {
         if let Some(n) = ws.id.as_str().rsplit("-ws-").next().and_then(|n| n.parse::<u64>().ok()) {
             max_number = max_number.max(n);
@@ -171,35 +171,25 @@ fn restore_memories(state: &mut State, sessions: &[&WorkstationSession]) {
 
 /// Two allocators that both believed they led (a lease is not a fence) can each claim a
 /// different warm pod for the same session: every claim is a compare-and-swap, so no pod is
-/// ever shared, but the session then holds two. Keep the one its status names (else a ready
-/// one, else the oldest) and stop the others: they were never handed to anyone else, but they
+/// ever shared, but the session then holds two. Keep a ready one, the oldest, and stop the
+/// others: they were never handed to anyone else, but they
 /// were handed out, so they are not returned to the warm buffer.
-fn release_extra_claims(workstations: &mut [Workstation], snapshot: &Snapshot) {
+fn release_extra_claims(workstations: &mut [Workstation]) {
     let mut by_session: HashMap<SessionId, Vec<usize>> = HashMap::new();
     for (i, ws) in workstations.iter().enumerate() {
         if let Some(s) = &ws.session {
             by_session.entry(s.clone()).or_default().push(i);
         }
     }
-    for (session, held) in by_session.into_iter().filter(|(_, held)| held.len() > 1) {
-        let named = snapshot
-            .sessions
-            .iter()
-            .find(|cr| cr.metadata.name.as_deref() == Some(session.as_str()))
-            .and_then(|cr| cr.status.as_ref()?.pod.clone());
+    for (_, held) in by_session.into_iter().filter(|(_, held)| held.len() > 1) {
+        // A rule every allocator applies alike from the same objects (not the session's
+        // status, which each of them may have written differently).
         let keep = held
             .iter()
             .copied()
             .min_by_key(|&i| {
                 let ws = &workstations[i];
-                let rank = if named.as_deref() == Some(ws.id.as_str()) {
-                    0
-                } else if ws.phase == WorkstationPhase::Ready {
-                    1
-                } else {
-                    2
-                };
-                (rank, ws.created_at, ws.id.as_str().to_owned())
+                (ws.phase != WorkstationPhase::Ready, ws.created_at, ws.id.as_str().to_owned())
             })
             .expect("more than one");
         for i in held.into_iter().filter(|&i| i != keep) {
@@ -334,6 +324,44 @@ fn restore_session(out: &mut Restored, cr: &WorkstationSession, held_by: &HashMa
         }
         if annotated.is_some_and(|a: Timestamp| status_activity.is_none_or(|s| a > s)) {
             out.activity.push(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(name: &str, phase: WorkstationPhase, created: i64) -> Workstation {
+        Workstation {
+            id: WorkstationId(name.into()),
+            pool: PoolName("cad".into()),
+            phase,
+            session: Some(SessionId("s1".into())),
+            node: Some("gpu-node-1".into()),
+            endpoint: None,
+            created_at: Timestamp::from_second(created).unwrap(),
+            ready_at: None,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn a_session_claimed_twice_keeps_its_oldest_ready_pod_whatever_order_the_cache_lists() {
+        let pods = [
+            held("cad-ws-3", WorkstationPhase::Starting, 10),
+            held("cad-ws-2", WorkstationPhase::Ready, 30),
+            held("cad-ws-1", WorkstationPhase::Ready, 20),
+        ];
+        for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2]] {
+            let mut listed: Vec<Workstation> = order.iter().map(|&i| pods[i].clone()).collect();
+            release_extra_claims(&mut listed);
+            let kept: Vec<&str> =
+                listed.iter().filter(|w| w.session.is_some()).map(|w| w.id.as_str()).collect();
+            assert_eq!(kept, ["cad-ws-1"]);
+            assert!(
+                listed.iter().filter(|w| w.session.is_none()).all(|w| w.phase == WorkstationPhase::Stopping)
+            );
         }
     }
 }

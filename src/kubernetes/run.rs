@@ -92,7 +92,10 @@ pub async fn start(
     };
     let service = KubeSessionService::new(&client, &cfg.namespace, stores.clone(), settings);
     let (leading_tx, leading) = watch::channel(false);
-    let identity = format!("{}-{}", hostname(), std::process::id());
+    // Unique per start, also for two brokers in one process: a shared identity would let both
+    // believe they hold the Lease.
+    let identity =
+        format!("{}-{}-{}", hostname(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let events = Events::new(&client, &cfg.namespace, identity.clone(), stores.clone());
     let lease_cfg = LeaseConfig { name: cfg.lease_name.clone(), identity, duration: cfg.lease_duration };
     let lease = lease::run(
