@@ -102,6 +102,13 @@ lint() {
     --set serviceMonitor.enabled=true --api-versions monitoring.coreos.com/v1/ServiceMonitor
   expect_fail "the workstations in the release namespace" "must differ from the release namespace" \
     helm template x "$CHART" -n cad -f "$EXAMPLES/values-oidc.yaml" --set workstations.namespace=cad
+  # Workstation egress: none but DNS by default; with the internet opened, never link-local.
+  local np
+  np="$(helm template x "$CHART" -f "$EXAMPLES/values-oidc.yaml" --show-only templates/networkpolicy.yaml)"
+  if grep -q ipBlock <<<"$np"; then fail "the default workstation egress allows an ipBlock"; else ok; fi
+  np="$(helm template x "$CHART" -f "$EXAMPLES/values-oidc.yaml" --show-only templates/networkpolicy.yaml \
+    --set networkPolicy.workstations.internetCIDR=0.0.0.0/0)"
+  if grep -q -- '- 169.254.0.0/16' <<<"$np"; then ok; else fail "opened egress does not except 169.254.0.0/16"; fi
 }
 
 # Every example values file renders a config the broker accepts.
