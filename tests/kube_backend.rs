@@ -54,6 +54,9 @@ async fn a_cold_start_goes_through_the_scheduler_and_a_full_pool_queues_until_a_
     let (status, second) = broker.request(&b, "cad").await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!((second["phase"].as_str(), second["queuePosition"].as_u64()), (Some("Queued"), Some(1)));
+    // Cluster mode estimates waits like the embedded default does.
+    assert!(first["estimatedWaitSeconds"].is_u64(), "{first}");
+    assert!(second["estimatedWaitSeconds"].is_u64(), "{second}");
     let first_id = first["id"].as_str().unwrap();
     broker.wait_phase(&a, first_id, "Ready").await;
     broker.call(Method::DELETE, &format!("/api/v1/sessions/{first_id}"), Some(&a), None).await;

@@ -22,6 +22,7 @@ use super::{
     restore::{Restored, restore},
     store::Stores,
 };
+use crate::service::read;
 use crate::{
     crd::{EndRequest, WorkstationSession, WorkstationSessionSpec},
     domain::{Caller, EndReason, PoolName, PoolSpec, RequestError, Session, SessionId, SessionPhase, State},
@@ -100,13 +101,7 @@ impl KubeSessionService {
 
     fn view(&self, state: &State, session: &Session, caller: &Caller) -> SessionView {
         SessionView::for_viewer(state, session, caller, self.links.get().map(|l| l.as_ref()))
-    }
-
-    fn visible<'a>(state: &'a State, caller: &Caller, id: &SessionId) -> Result<&'a Session, ServiceError> {
-        state
-            .session(id)
-            .filter(|s| caller.admin || s.user == caller.user)
-            .ok_or_else(|| ServiceError::SessionNotFound(id.clone()))
+            .with_estimated_wait(state, session, Timestamp::now())
     }
 
     /// Waits until `done` holds for the cached state, or `timeout` passes.
@@ -226,24 +221,18 @@ impl SessionService for KubeSessionService {
 
     async fn list(&self, caller: &Caller) -> Result<Vec<SessionView>, ServiceError> {
         let state = self.state();
-        let mut views: Vec<_> = state
-            .sessions()
-            .filter(|s| caller.admin || s.user == caller.user)
-            .map(|s| self.view(&state, s, caller))
-            .collect();
-        views.sort_by(|a, b| b.requested_at.cmp(&a.requested_at).then_with(|| a.id.cmp(&b.id)));
-        Ok(views)
+        Ok(read::session_list(&state, caller, |s| self.view(&state, s, caller)))
     }
 
     async fn get(&self, caller: &Caller, id: &SessionId) -> Result<SessionView, ServiceError> {
         let state = self.state();
-        let session = Self::visible(&state, caller, id)?;
+        let session = read::visible(&state, caller, id)?;
         Ok(self.view(&state, session, caller))
     }
 
     async fn end(&self, caller: &Caller, id: &SessionId) -> Result<SessionView, ServiceError> {
         let state = self.state();
-        let session = Self::visible(&state, caller, id)?;
+        let session = read::visible(&state, caller, id)?;
         if session.phase.is_live() {
             let reason =
                 if session.user == caller.user { EndReason::UserEnded } else { EndReason::AdminEnded };
@@ -264,7 +253,7 @@ impl SessionService for KubeSessionService {
 
     async fn keepalive(&self, caller: &Caller, id: &SessionId) -> Result<SessionView, ServiceError> {
         let state = self.state();
-        let session = Self::visible(&state, caller, id)?;
+        let session = read::visible(&state, caller, id)?;
         if !session.phase.is_live() {
             return Err(ServiceError::SessionEnded(id.clone()));
         }
@@ -279,27 +268,16 @@ impl SessionService for KubeSessionService {
     ) -> Result<(SessionView, broadcast::Receiver<SessionEvent>), ServiceError> {
         let rx = self.events.subscribe();
         let state = self.state();
-        let session = Self::visible(&state, caller, id)?;
+        let session = read::visible(&state, caller, id)?;
         Ok((self.view(&state, session, caller), rx))
     }
 
     async fn pools(&self, caller: &Caller) -> Result<Vec<PoolView>, ServiceError> {
-        let state = self.state();
-        Ok(state
-            .pools()
-            .filter(|p| p.may_use(caller))
-            .map(|p| PoolView::of(&state, p, caller.admin))
-            .collect())
+        Ok(read::pool_list(&self.state(), caller))
     }
 
     async fn put_pool(&self, caller: &Caller, spec: PoolSpec) -> Result<(PoolView, bool), ServiceError> {
-        if !caller.admin {
-            return Err(ServiceError::AdminOnly);
-        }
-        let problems = spec.validate();
-        if !problems.is_empty() {
-            return Err(ServiceError::InvalidPool(problems));
-        }
+        read::check_pool_write(caller, &spec)?;
         let state = self.state();
         if state.pool(&spec.name).is_none() {
             return Err(ServiceError::InvalidPool(vec![crate::domain::FieldError {

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use tokio::sync::{Notify, broadcast};
 
+use super::read;
 use super::{
     ConnectLinks, ConnectTarget, CreateSession, Created, PoolView, ServiceError, SessionEvent,
     SessionService, SessionView,
@@ -255,13 +256,6 @@ impl Engine {
         EngineStats::of(&self.lock())
     }
 
-    fn visible<'a>(state: &'a State, caller: &Caller, id: &SessionId) -> Result<&'a Session, ServiceError> {
-        state
-            .session(id)
-            .filter(|s| caller.admin || s.user == caller.user)
-            .ok_or_else(|| ServiceError::SessionNotFound(id.clone()))
-    }
-
     fn new_session_id() -> SessionId {
         SessionId(uuid::Uuid::new_v4().simple().to_string())
     }
@@ -292,25 +286,19 @@ impl SessionService for Engine {
 
     async fn list(&self, caller: &Caller) -> Result<Vec<SessionView>, ServiceError> {
         let state = self.lock();
-        let mut views: Vec<_> = state
-            .sessions()
-            .filter(|s| caller.admin || s.user == caller.user)
-            .map(|s| self.view(&state, s, caller))
-            .collect();
-        views.sort_by(|a, b| b.requested_at.cmp(&a.requested_at).then_with(|| a.id.cmp(&b.id)));
-        Ok(views)
+        Ok(read::session_list(&state, caller, |s| self.view(&state, s, caller)))
     }
 
     async fn get(&self, caller: &Caller, id: &SessionId) -> Result<SessionView, ServiceError> {
         let state = self.lock();
-        let session = Self::visible(&state, caller, id)?;
+        let session = read::visible(&state, caller, id)?;
         Ok(self.view(&state, session, caller))
     }
 
     async fn end(&self, caller: &Caller, id: &SessionId) -> Result<SessionView, ServiceError> {
         let now = self.clock.now();
         let mut state = self.lock();
-        let session = Self::visible(&state, caller, id)?;
+        let session = read::visible(&state, caller, id)?;
         if session.phase.is_live() {
             let reason =
                 if session.user == caller.user { EndReason::UserEnded } else { EndReason::AdminEnded };
@@ -327,7 +315,7 @@ impl SessionService for Engine {
     async fn keepalive(&self, caller: &Caller, id: &SessionId) -> Result<SessionView, ServiceError> {
         let now = self.clock.now();
         let mut state = self.lock();
-        let session = Self::visible(&state, caller, id)?;
+        let session = read::visible(&state, caller, id)?;
         if !session.phase.is_live() {
             return Err(ServiceError::SessionEnded(id.clone()));
         }
@@ -343,27 +331,16 @@ impl SessionService for Engine {
         // Subscribe before reading, so no change between the two is missed.
         let rx = self.events.subscribe();
         let state = self.lock();
-        let session = Self::visible(&state, caller, id)?;
+        let session = read::visible(&state, caller, id)?;
         Ok((self.view(&state, session, caller), rx))
     }
 
     async fn pools(&self, caller: &Caller) -> Result<Vec<PoolView>, ServiceError> {
-        let state = self.lock();
-        Ok(state
-            .pools()
-            .filter(|p| p.may_use(caller))
-            .map(|p| PoolView::of(&state, p, caller.admin))
-            .collect())
+        Ok(read::pool_list(&self.lock(), caller))
     }
 
     async fn put_pool(&self, caller: &Caller, spec: PoolSpec) -> Result<(PoolView, bool), ServiceError> {
-        if !caller.admin {
-            return Err(ServiceError::AdminOnly);
-        }
-        let problems = spec.validate();
-        if !problems.is_empty() {
-            return Err(ServiceError::InvalidPool(problems));
-        }
+        read::check_pool_write(caller, &spec)?;
         let now = self.clock.now();
         let mut state = self.lock();
         let created = state.pool(&spec.name).is_none();

@@ -4,6 +4,7 @@
 
 pub mod controller;
 pub mod engine;
+pub mod read;
 mod views;
 
 use std::sync::Arc;
