@@ -15,7 +15,7 @@ use crate::{
     },
     clock::SystemClock,
     config::{BackendConfig, BackendKind, Config},
-    domain::{ReconcilePolicy, RequestPolicy},
+    domain::{Handover, ReconcilePolicy, RequestPolicy},
     gateway::{Gateway, GatewayInitError},
     http::{self, admin::AdminState, state::AppState},
     metrics::Metrics,
@@ -94,8 +94,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let auth = Arc::new(Authenticator::new(&auth_config).await?);
     let (trigger, shutdown) = shutdown::channel();
     let policy = EnginePolicy {
-        request: RequestPolicy { max_sessions_per_user: broker.max_sessions_per_user },
-        reconcile: ReconcilePolicy { retention: broker.session_retention },
+        request: RequestPolicy {
+            max_sessions_per_user: broker.max_sessions_per_user,
+            handover: Handover::Allocator,
+        },
+        reconcile: ReconcilePolicy { retention: broker.session_retention, handover: Handover::Allocator },
     };
     let clock = Arc::new(SystemClock);
     let mut tasks = JoinSet::new();

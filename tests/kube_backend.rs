@@ -7,7 +7,9 @@
 mod common;
 
 use cadbroker::crd::WorkstationSession;
-use common::cluster::{broker, client, create_pool, pods, running_pods, temp_namespace, wait_until};
+use common::cluster::{
+    broker, client, create_pool, live_holders, pods, running_pods, temp_namespace, wait_until,
+};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use reqwest::{Method, StatusCode};
@@ -34,9 +36,9 @@ async fn a_warm_pod_is_claimed_and_the_session_is_ready_with_a_loopback_pod_ip()
     let pod_name = sessions.get(&id).await.unwrap().status.unwrap().pod.unwrap();
     let pod = Api::<Pod>::namespaced(client.clone(), &ns).get(&pod_name).await.unwrap();
     assert!(pod.status.unwrap().pod_ip.unwrap().starts_with("127."));
-    let labels = pod.metadata.labels.unwrap();
-    assert_eq!(labels["cadbroker.io/session"], body["id"].as_str().unwrap());
-    assert_eq!(pod.metadata.owner_references.unwrap()[0].kind, "WorkstationSession");
+    // Taken by name: the session is named after the warm pod, and the pod was not written.
+    assert_eq!(pod_name, id, "the request took the warm pod by naming its session after it");
+    assert_eq!(pod.metadata.owner_references.unwrap()[0].kind, "CapacityPool");
     assert_eq!(pod.spec.unwrap().automount_service_account_token, Some(false));
     broker.stop().await;
 }
@@ -109,12 +111,7 @@ async fn a_restarted_broker_rebuilds_from_the_cluster_without_orphans_or_double_
     }
     // At least the pool's warm 2 (recent demand may raise it).
     wait_until("the warm buffer is back", async || running_pods(&client, &ns).await >= 5).await;
-    let pods = pods(&client, &ns).await;
-    let mut holders: Vec<String> = pods
-        .iter()
-        .filter_map(|p| p.metadata.labels.as_ref()?.get("cadbroker.io/session").cloned())
-        .collect();
-    holders.sort();
+    let holders = live_holders(&client, &ns).await;
     let mut expected = ids.clone();
     expected.sort();
     assert_eq!(holders, expected, "each session holds exactly one pod");
@@ -128,30 +125,29 @@ async fn two_brokers_racing_give_exactly_one_pod_per_session() {
     create_pool(&client, &ns, "cad", 12, 2, 1, "0s").await;
     let (one, two) = (broker(&ns).await, broker(&ns).await);
     wait_until("warm pods run", async || running_pods(&client, &ns).await >= 2).await;
-    let mut ids = Vec::new();
-    for i in 0..8 {
+    // All at once through both replicas: they race for the same warm pods by name.
+    let requests = (0..8).map(|i| {
         let b = if i % 2 == 0 { &one } else { &two };
         let t = b.token(&format!("racer{i}"), &[]);
-        let (_, s) = b.request(&t, "cad").await;
-        ids.push((t, s["id"].as_str().unwrap().to_owned()));
-    }
+        async move {
+            let (_, s) = b.request(&t, "cad").await;
+            (t, s["id"].as_str().unwrap().to_owned())
+        }
+    });
+    let ids: Vec<(String, String)> = futures::future::join_all(requests).await;
     for (i, (_, id)) in ids.iter().enumerate() {
         one.wait_phase(&one.token(&format!("racer{i}"), &[]), id, "Ready").await;
     }
-    // Two replicas: both write intents, one holds the Lease. Claims are compare-and-swaps, and
-    // should two allocators ever both lead (a lease is not a fence), a session that got two
-    // pods keeps one after the next pass (a unit test in restore covers that rule).
-    let holders = async || {
-        let pods = pods(&client, &ns).await;
-        let live = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none());
-        let mut held: Vec<String> =
-            live.filter_map(|p| p.metadata.labels.as_ref()?.get("cadbroker.io/session").cloned()).collect();
-        held.sort();
-        held
-    };
+    // Two replicas: both take warm pods by name (a name exists once, so no pod is taken
+    // twice), one holds the Lease. Should two allocators ever both lead (a lease is not a
+    // fence), a session that got two pods keeps one after the next pass (a unit test in
+    // restore covers that rule).
     let mut expected: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
     expected.sort();
-    wait_until("each session holds exactly one pod", async || holders().await == expected).await;
+    let unique: std::collections::BTreeSet<&String> = expected.iter().collect();
+    assert_eq!(unique.len(), expected.len(), "eight distinct sessions");
+    wait_until("each session holds exactly one pod", async || live_holders(&client, &ns).await == expected)
+        .await;
     one.stop().await;
     two.stop().await;
 }

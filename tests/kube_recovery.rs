@@ -1,6 +1,7 @@
 //! kill -9 recovery against the local control plane: a real `cadbroker serve` process is
-//! paused right after a pod write (a warm claim, a cold start's create, an end's delete) and
-//! before the session status that follows it, then killed with SIGKILL. A new broker rebuilds
+//! paused right after a write (a request's claim of a warm pod by name, a cold start's pod
+//! create, an end's pod delete) and before the write that would follow it, then killed with
+//! SIGKILL. A new broker rebuilds
 //! from the cluster alone; after its first passes there is no orphan pod, no lost session and
 //! no workstation held by two sessions. Run by `make test` (`--features cluster-tests`, which
 //! enables the pause points).
@@ -17,11 +18,11 @@ use cadbroker::{
 };
 use common::{
     cluster::{
-        broker, broker_kubeconfig, client, create_pool, pods, running_pods, temp_namespace, wait_until,
+        broker, broker_kubeconfig, client, create_pool, live_holders, pod_holders, pods, running_pods,
+        temp_namespace, wait_until,
     },
     test_config,
 };
-use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -122,10 +123,6 @@ async fn session(client: &Client, ns: &str, id: &str) -> WorkstationSession {
     Api::<WorkstationSession>::namespaced(client.clone(), ns).get(id).await.unwrap()
 }
 
-fn holder(pod: &Pod) -> Option<String> {
-    pod.metadata.labels.as_ref()?.get("cadbroker.io/session").cloned()
-}
-
 /// After recovery (once the new broker's writes settled): every pod is either warm
 /// (unclaimed) or held by a live session, and no session holds two.
 async fn assert_no_orphans(client: &Client, ns: &str) {
@@ -149,15 +146,15 @@ async fn orphans(client: &Client, ns: &str) -> Result<(), String> {
         .filter(|s| s.status.as_ref().and_then(|st| st.phase).is_some_and(|p| p.is_live()))
         .filter_map(|s| s.metadata.name.clone())
         .collect();
-    let pods = pods(client, ns).await;
-    for pod in &pods {
-        if let Some(s) = holder(pod)
-            && !live.contains(&s)
+    let pods = pod_holders(client, ns).await;
+    for (pod, holder) in &pods {
+        if let Some(s) = holder
+            && !live.contains(s)
         {
             return Err(format!("pod {:?} is held by {s}, which is not live", pod.metadata.name));
         }
     }
-    let mut held: Vec<String> = pods.iter().filter_map(holder).collect();
+    let mut held: Vec<String> = pods.into_iter().filter_map(|(_, h)| h).collect();
     held.sort();
     let before = held.len();
     held.dedup();
@@ -175,24 +172,21 @@ async fn killed_between_a_warm_claim_and_its_status_the_session_keeps_that_pod()
     let first = BrokerProcess::start(&ns, "claim").await;
     wait_until("a warm pod runs", async || running_pods(&client, &ns).await == 1).await;
     let warm = pods(&client, &ns).await[0].metadata.name.clone().unwrap();
-    let (status, body) = first
-        .call(
-            Method::POST,
-            "/api/v1/sessions",
-            &first.token("alice"),
-            Some(serde_json::json!({"pool": "cad"})),
-        )
-        .await;
-    assert!(status.is_success(), "{body}");
-    let id = body["id"].as_str().unwrap_or_else(|| panic!("{body}")).to_owned();
+    // The request itself pauses (the claim is its create), so it is not awaited.
+    let token = first.token("alice");
+    let url = format!("{}/api/v1/sessions", first.base);
+    let request = first.http.post(url).bearer_auth(token).json(&serde_json::json!({"pool": "cad"})).send();
+    let pending = tokio::spawn(async move {
+        // Killed mid-request: the answer is an error, and that is expected.
+        let _ = tokio::time::timeout(Duration::from_secs(60), request).await;
+    });
     first.kill_when_paused().await;
-    // The claim landed, the status did not.
-    let claimed = Api::<Pod>::namespaced(client.clone(), &ns).get(&warm).await.unwrap();
-    assert_eq!(holder(&claimed).as_deref(), Some(id.as_str()));
-    assert_ne!(
-        session(&client, &ns, &id).await.status.and_then(|s| s.phase).map(|p| p.is_live()),
-        Some(false)
-    );
+    pending.abort();
+    // The claim landed (a session named after the warm pod), its status did not.
+    let id = warm.clone();
+    let claimed = session(&client, &ns, &id).await;
+    assert_eq!(claimed.status.and_then(|s| s.phase), None);
+    assert_eq!(live_holders(&client, &ns).await, std::slice::from_ref(&id));
 
     let second = broker(&ns).await;
     let ready = second.wait_phase(&second.token("alice", &[]), &id, "Ready").await;
@@ -221,10 +215,10 @@ async fn killed_between_a_cold_create_and_its_status_the_session_gets_that_pod_n
     first.kill_when_paused().await;
     // Pods held by the session (the pool may also have started a warm one: demand raised it).
     let held = async || -> Vec<String> {
-        let pods = pods(&client, &ns).await;
-        pods.iter()
-            .filter(|p| holder(p).as_deref() == Some(id.as_str()))
-            .filter_map(|p| p.metadata.name.clone())
+        let pods = pod_holders(&client, &ns).await;
+        pods.into_iter()
+            .filter(|(_, h)| h.as_deref() == Some(id.as_str()))
+            .filter_map(|(p, _)| p.metadata.name)
             .collect()
     };
     let created = held().await;
@@ -238,7 +232,7 @@ async fn killed_between_a_cold_create_and_its_status_the_session_gets_that_pod_n
 }
 
 #[tokio::test]
-async fn killed_between_an_end_and_its_status_the_session_ends_and_no_pod_is_left() {
+async fn killed_right_after_an_ends_pod_delete_the_session_stays_ended_and_no_pod_is_left() {
     let client = client().await;
     let ns = temp_namespace(&client).await;
     create_pool(&client, &ns, "cad", 2, 0, 1, "0s").await;
@@ -259,7 +253,7 @@ async fn killed_between_an_end_and_its_status_the_session_ends_and_no_pod_is_lef
     assert_eq!(ended["endReason"], "UserEnded", "{ended}");
     // The pool may keep a warm pod (recent demand raises its buffer); none is the session's.
     wait_until("the session's pod is gone", async || {
-        !pods(&client, &ns).await.iter().any(|p| holder(p).as_deref() == Some(id.as_str()))
+        !pod_holders(&client, &ns).await.iter().any(|(_, h)| h.as_deref() == Some(id.as_str()))
     })
     .await;
     assert_no_orphans(&client, &ns).await;

@@ -8,7 +8,8 @@ use jiff::{Timestamp, civil::time as hm};
 
 use super::*;
 
-const RECONCILE: ReconcilePolicy = ReconcilePolicy { retention: Duration::from_secs(3600) };
+const RECONCILE: ReconcilePolicy =
+    ReconcilePolicy { retention: Duration::from_secs(3600), handover: Handover::Allocator };
 
 fn t(secs: u64) -> Timestamp {
     time::after(Timestamp::from_second(1_800_000_000).unwrap(), Duration::from_secs(secs))
@@ -58,7 +59,7 @@ fn step_after(state: &mut State, now: Timestamp, delay: Duration) -> Vec<Decisio
 fn ready_session(state: &mut State, pool: &str, now: Timestamp) -> SessionId {
     let caller = Caller { user: UserId::from("iss#al"), groups: Some(Default::default()), admin: false };
     let req = NewSession { id: "s1".into(), pool: pool.into(), idempotency_key: None };
-    let policy = RequestPolicy { max_sessions_per_user: 3 };
+    let policy = RequestPolicy { max_sessions_per_user: 3, handover: Handover::Allocator };
     let RequestDecision::Create(actions) = decide_request(state, &caller, &req, policy, now).unwrap() else {
         panic!("a new session")
     };

@@ -33,7 +33,7 @@ pub use ids::{Caller, PoolName, SessionId, UserId, WorkstationId};
 pub use observe::{Observation, observe};
 pub use pool::{Access, Capacity, ConnectSpec, FieldError, PoolSpec, SessionLimits};
 pub use reconcile::{ReconcilePolicy, reconcile, settle};
-pub use request::{NewSession, RequestDecision, RequestError, RequestPolicy, decide_request};
+pub use request::{Handover, NewSession, RequestDecision, RequestError, RequestPolicy, decide_request};
 pub use schedule::{Day, ScheduleWindow, Zone};
 pub use session::{EndReason, Endpoint, Session, SessionPhase, Warning, Workstation, WorkstationPhase};
 pub use state::{PoolCounts, State};

@@ -8,8 +8,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 use super::{
-    Action, Decision, DecisionInputs, DecisionKind, EndReason, PoolName, Session, SessionPhase, State,
-    Warning, WorkstationPhase, apply,
+    Action, Decision, DecisionInputs, DecisionKind, EndReason, Handover, PoolName, Session, SessionPhase,
+    State, Warning, WorkstationPhase, apply,
     autoscale::{self, WarmTarget, desired_unclaimed},
     time::{after, before},
 };
@@ -19,6 +19,8 @@ use super::{
 pub struct ReconcilePolicy {
     /// How long ended sessions are kept as the usage record.
     pub retention: Duration,
+    /// How queued sessions get workstations started for the warm buffer.
+    pub handover: Handover,
 }
 
 /// Everything that should happen now, as one batch that is consistent in itself.
@@ -31,7 +33,7 @@ pub fn reconcile(state: &State, now: Timestamp, policy: ReconcilePolicy) -> Vec<
             actions.push(Action::Remember { pool: pool.name.clone(), scale });
         }
         actions.extend(plan.decision.map(|d| Action::Record(Box::new(d))));
-        offset = serve_pool(state, &pool.name, plan.target, offset, &mut actions);
+        offset = serve_pool(state, &pool.name, plan.target, offset, policy.handover, &mut actions);
     }
     for session in state.live_sessions() {
         session_step(state, session, now, &mut actions);
@@ -64,6 +66,7 @@ fn serve_pool(
     pool: &PoolName,
     target: WarmTarget,
     mut offset: u64,
+    handover: Handover,
     out: &mut Vec<Action>,
 ) -> u64 {
     let spec = state.pool(pool).expect("iterating existing pools");
@@ -86,13 +89,14 @@ fn serve_pool(
         .collect();
     starting.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
     let mut waiting = 0;
+    let hand_over = handover == Handover::Allocator;
     for session in queue {
         // Oldest warm first (`pop` takes from the end of the reversed order).
-        if let Some(w) = warm.pop() {
+        if hand_over && let Some(w) = warm.pop() {
             out.push(Action::Claim { session: session.clone(), workstation: w.id.clone() });
             counts.warm -= 1;
             counts.in_use += 1;
-        } else if let Some(w) = starting.pop() {
+        } else if hand_over && let Some(w) = starting.pop() {
             out.push(Action::Reserve { session: session.clone(), workstation: w.id.clone() });
             counts.starting_unclaimed -= 1;
             counts.starting_reserved += 1;
@@ -105,6 +109,18 @@ fn serve_pool(
             });
             counts.starting_reserved += 1;
         } else {
+            // At the maximum and unable to hand a buffer workstation over: stop one (the
+            // newest starting, then the newest warm: least sunk cost) so that the next pass
+            // can start one for this session.
+            if !hand_over && let Some(w) = take_newest(&mut starting).or_else(|| take_newest(&mut warm)) {
+                if w.phase == WorkstationPhase::Ready {
+                    counts.warm -= 1;
+                } else {
+                    counts.starting_unclaimed -= 1;
+                }
+                counts.stopping += 1;
+                out.push(Action::StopWorkstation { workstation: w.id.clone() });
+            }
             waiting += 1;
         }
     }
@@ -120,6 +136,11 @@ fn serve_pool(
     let victims = starting.iter().chain(warm.iter()).take(surplus);
     out.extend(victims.map(|w| Action::StopWorkstation { workstation: w.id.clone() }));
     offset
+}
+
+/// Removes the newest of workstations sorted newest first.
+fn take_newest<'a>(sorted: &mut Vec<&'a super::Workstation>) -> Option<&'a super::Workstation> {
+    (!sorted.is_empty()).then(|| sorted.remove(0))
 }
 
 /// Promotes, warns and ends one live session.

@@ -22,6 +22,22 @@ pub struct NewSession {
 pub struct RequestPolicy {
     /// Live sessions one user may hold across all pools.
     pub max_sessions_per_user: u32,
+    /// How workstations started for the warm buffer reach sessions.
+    pub handover: Handover,
+}
+
+/// How a session gets a workstation that was started for the warm buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Handover {
+    /// The allocator hands one over (claims a warm one, reserves a starting one): the in-memory
+    /// backends, whose state has one writer.
+    #[default]
+    Allocator,
+    /// Only the request itself can take one, by naming the session after it (cluster mode: the
+    /// create of that name is the compare-and-swap, see docs/cluster-mode.md). The allocator
+    /// starts a workstation for every session it places, and at the pool's maximum stops an
+    /// unclaimed one to make room for a queued session.
+    NamedRequestOnly,
 }
 
 /// What a request results in.
@@ -81,7 +97,7 @@ pub fn decide_request(
     let session =
         Session::new(req.id.clone(), caller.user.clone(), req.pool.clone(), now, req.idempotency_key.clone());
     let mut actions = vec![Action::CreateSession(Box::new(session))];
-    if let Some(place) = place(state, &req.pool, &req.id) {
+    if let Some(place) = place(state, &req.pool, &req.id, policy.handover) {
         actions.push(place);
     }
     Ok(RequestDecision::Create(actions))
@@ -90,17 +106,24 @@ pub fn decide_request(
 /// Where a session waiting in `pool` can go now, if anywhere: a warm workstation, a starting
 /// one nobody waits on, or a new one when the pool is below its maximum. Queued sessions go
 /// first: a new request is placed only when nobody queues ahead of it.
-pub(super) fn place(state: &State, pool: &PoolName, session: &SessionId) -> Option<Action> {
+pub(super) fn place(
+    state: &State,
+    pool: &PoolName,
+    session: &SessionId,
+    handover: Handover,
+) -> Option<Action> {
     let queue = state.queue(pool);
     let ahead = queue.iter().take_while(|id| *id != session).count();
     if ahead > 0 {
         return None;
     }
-    if let Some(w) = state.warm_workstation(pool) {
-        return Some(Action::Claim { session: session.clone(), workstation: w.id.clone() });
-    }
-    if let Some(w) = state.unreserved_starting(pool) {
-        return Some(Action::Reserve { session: session.clone(), workstation: w.id.clone() });
+    if handover == Handover::Allocator {
+        if let Some(w) = state.warm_workstation(pool) {
+            return Some(Action::Claim { session: session.clone(), workstation: w.id.clone() });
+        }
+        if let Some(w) = state.unreserved_starting(pool) {
+            return Some(Action::Reserve { session: session.clone(), workstation: w.id.clone() });
+        }
     }
     let spec = state.pool(pool)?;
     if state.counts(pool).total() < spec.capacity.max {

@@ -10,8 +10,9 @@ use proptest::prelude::*;
 
 use super::*;
 
-const POLICY: RequestPolicy = RequestPolicy { max_sessions_per_user: 3 };
-const RECONCILE: ReconcilePolicy = ReconcilePolicy { retention: Duration::from_secs(3600) };
+const POLICY: RequestPolicy = RequestPolicy { max_sessions_per_user: 3, handover: Handover::Allocator };
+const RECONCILE: ReconcilePolicy =
+    ReconcilePolicy { retention: Duration::from_secs(3600), handover: Handover::Allocator };
 
 fn t(secs: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + secs).unwrap()
@@ -487,4 +488,89 @@ fn every_day_utc(start: u8, hours: u8, warm: u8, min: u8) -> ScheduleWindow {
 
 fn after_secs(t: Timestamp, secs: u16) -> Timestamp {
     time::after(t, Duration::from_secs(secs as u64))
+}
+
+const NAMED: RequestPolicy = RequestPolicy { max_sessions_per_user: 3, handover: Handover::NamedRequestOnly };
+const NAMED_RECONCILE: ReconcilePolicy =
+    ReconcilePolicy { retention: Duration::from_secs(3600), handover: Handover::NamedRequestOnly };
+
+fn request_named(state: &mut State, who: &str, id: &str, now: Timestamp) -> SessionId {
+    let req = NewSession { id: SessionId::from(id), pool: PoolName::from("cad"), idempotency_key: None };
+    let RequestDecision::Create(actions) = decide_request(state, &user(who), &req, NAMED, now).unwrap()
+    else {
+        panic!("a new session")
+    };
+    actions.iter().for_each(|a| apply(state, a, now));
+    req.id
+}
+
+#[test]
+fn when_only_named_requests_take_buffer_workstations_the_allocator_starts_one_for_the_session() {
+    let mut state = warmed_up(mk_pool("cad", 0, 4, 2));
+    let id = request_named(&mut state, "alice", "s1", t(2));
+    assert_eq!(phase(&state, &id), SessionPhase::Starting);
+    let held = state.session(&id).unwrap().workstation.clone().unwrap();
+    assert_eq!(held, State::session_workstation_name(&id), "its own workstation, not a warm one");
+    assert_eq!(state.counts(&"cad".into()).warm, 2, "the warm buffer is untouched");
+}
+
+#[test]
+fn at_the_maximum_a_queued_session_gets_room_by_stopping_an_unclaimed_workstation() {
+    let mut state = warmed_up(mk_pool("cad", 0, 2, 2));
+    let id = request_named(&mut state, "alice", "s1", t(2));
+    assert_eq!(phase(&state, &id), SessionPhase::Queued);
+    settle(&mut state, t(2), NAMED_RECONCILE);
+    let c = state.counts(&"cad".into());
+    // Room is made; with a queue waiting the buffer's target is zero, as in every mode.
+    assert!(c.stopping >= 1 && c.total() == 2, "a warm workstation makes room: {c:?}");
+    backend_catches_up(&mut state, t(3));
+    settle(&mut state, t(3), NAMED_RECONCILE);
+    assert_eq!(phase(&state, &id), SessionPhase::Starting);
+    backend_catches_up(&mut state, t(4));
+    settle(&mut state, t(4), NAMED_RECONCILE);
+    assert_eq!(phase(&state, &id), SessionPhase::Ready);
+    let c = state.counts(&"cad".into());
+    assert_eq!(c.in_use, 1);
+    assert!(c.total() <= 2, "never above the maximum: {c:?}");
+}
+
+fn hands_over(action: &Action) -> bool {
+    matches!(action, Action::Claim { .. } | Action::Reserve { .. })
+}
+
+proptest! {
+    /// With named handover the allocator never claims or reserves a buffer workstation, and a
+    /// pool never exceeds its maximum, whatever the order of requests and ends.
+    #[test]
+    fn named_handover_never_claims_and_never_exceeds_max(
+        max in 1u32..5, warm in 0u32..4, steps in proptest::collection::vec((0u8..3, 0usize..6), 1..30)
+    ) {
+        let mut state = State::with_pools([mk_pool("cad", 0, max, warm.min(max))]);
+        settle(&mut state, t(0), NAMED_RECONCILE);
+        let mut ids: Vec<SessionId> = Vec::new();
+        for (i, (op, who)) in steps.into_iter().enumerate() {
+            let now = t(i as i64 + 1);
+            match op {
+                0 => {
+                    let req = NewSession { id: SessionId(format!("s{i}")), pool: "cad".into(), idempotency_key: None };
+                    if let Ok(RequestDecision::Create(actions)) =
+                        decide_request(&state, &user(&format!("u{who}")), &req, NAMED, now)
+                    {
+                        prop_assert!(!actions.iter().any(hands_over), "{:?}", actions);
+                        actions.iter().for_each(|a| apply(&mut state, a, now));
+                        ids.push(req.id);
+                    }
+                }
+                1 => {
+                    if let Some(id) = ids.get(who) {
+                        apply(&mut state, &Action::EndSession { session: id.clone(), reason: EndReason::UserEnded }, now);
+                    }
+                }
+                _ => backend_catches_up(&mut state, now),
+            }
+            let applied = settle(&mut state, now, NAMED_RECONCILE);
+            prop_assert!(!applied.iter().any(hands_over), "{:?}", applied);
+            prop_assert!(state.counts(&"cad".into()).total() <= max);
+        }
+    }
 }

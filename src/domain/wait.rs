@@ -93,7 +93,10 @@ mod tests {
         SessionId, apply, decide_request, mk_pool, observe, settle,
     };
 
-    const RECONCILE: ReconcilePolicy = ReconcilePolicy { retention: Duration::from_secs(3600) };
+    const RECONCILE: ReconcilePolicy = ReconcilePolicy {
+        retention: Duration::from_secs(3600),
+        handover: crate::domain::Handover::Allocator,
+    };
 
     fn t(secs: u64) -> Timestamp {
         after(Timestamp::UNIX_EPOCH, Duration::from_secs(1_800_000_000 + secs))
@@ -106,7 +109,7 @@ mod tests {
             admin: false,
         };
         let req = NewSession { id: format!("s{n}").as_str().into(), pool: "p".into(), idempotency_key: None };
-        let policy = RequestPolicy { max_sessions_per_user: 3 };
+        let policy = RequestPolicy { max_sessions_per_user: 3, handover: crate::domain::Handover::Allocator };
         let RequestDecision::Create(actions) = decide_request(state, &caller, &req, policy, now).unwrap()
         else {
             panic!("new user")

@@ -84,8 +84,14 @@ mod tests {
     }
 
     const POLICY: EnginePolicy = EnginePolicy {
-        request: RequestPolicy { max_sessions_per_user: 2 },
-        reconcile: ReconcilePolicy { retention: Duration::from_secs(3600) },
+        request: RequestPolicy {
+            max_sessions_per_user: 2,
+            handover: crate::domain::Handover::NamedRequestOnly,
+        },
+        reconcile: ReconcilePolicy {
+            retention: Duration::from_secs(3600),
+            handover: crate::domain::Handover::NamedRequestOnly,
+        },
     };
 
     #[test]
@@ -94,5 +100,84 @@ mod tests {
         let writes = pass(&snapshot, "ns", POLICY, Timestamp::now());
         let creates: Vec<_> = writes.iter().filter(|w| matches!(w, Write::CreatePod { .. })).collect();
         assert_eq!(creates.len(), 2, "{writes:#?}");
+    }
+
+    fn running_pod(name: &str) -> Arc<k8s_openapi::api::core::v1::Pod> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": { "name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+                    "resourceVersion": "7", "creationTimestamp": "2026-11-30T08:00:00Z",
+                    "labels": { "app.kubernetes.io/managed-by": "cadbroker", "cadbroker.io/pool": "cad" } },
+                "spec": { "nodeName": "gpu-node-1", "containers": [{ "name": "d", "image": "x" }] },
+                "status": { "phase": "Running", "podIP": "127.1.0.9",
+                    "conditions": [{ "type": "Ready", "status": "True" }] }
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn session(name: &str, status: serde_json::Value) -> Arc<crate::crd::WorkstationSession> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "cadbroker.io/v1alpha1", "kind": "WorkstationSession",
+                "metadata": { "name": name, "namespace": "ns", "uid": format!("uid-{name}"), "resourceVersion": "11" },
+                "spec": { "user": "iss#alice", "pool": "cad", "requestedAt": "2026-11-30T08:01:00Z" },
+                "status": status
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_session_named_after_a_warm_pod_holds_it_and_costs_one_status_write() {
+        let snapshot = Snapshot {
+            pools: vec![Arc::new(pool(1))],
+            sessions: vec![session("cad-ws-1", serde_json::Value::Null)],
+            pods: vec![running_pod("cad-ws-1"), running_pod("cad-ws-2")],
+        };
+        let now: Timestamp = "2026-11-30T08:01:01Z".parse().unwrap();
+        let writes = pass(&snapshot, "ns", POLICY, now);
+        let statuses: Vec<_> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::SessionStatus { name, status, resource_version, .. } => {
+                    Some((name.as_str(), status.phase, status.pod.as_deref(), resource_version.as_deref()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            statuses,
+            [("cad-ws-1", Some(SessionPhase::Ready), Some("cad-ws-1"), Some("11"))],
+            "{writes:#?}"
+        );
+        assert!(
+            !writes.iter().any(|w| matches!(w, Write::CreatePod { .. } | Write::DeletePod { .. })),
+            "no pod is written: the other pod is the warm buffer: {writes:#?}"
+        );
+    }
+
+    #[test]
+    fn a_session_ended_through_the_api_gets_its_pod_deleted_and_no_further_status_write() {
+        let now: Timestamp = "2026-11-30T09:00:00Z".parse().unwrap();
+        let snapshot = Snapshot {
+            pools: vec![Arc::new(pool(0))],
+            sessions: vec![session(
+                "cad-ws-1",
+                serde_json::json!({ "phase": "Ended", "pod": "cad-ws-1", "node": "gpu-node-1",
+                    "readyAt": "2026-11-30T08:01:00Z", "lastActivity": "2026-11-30T08:01:00Z",
+                    "endedAt": "2026-11-30T08:59:00Z", "endReason": "UserEnded" }),
+            )],
+            pods: vec![running_pod("cad-ws-1")],
+        };
+        let writes = pass(&snapshot, "ns", POLICY, now);
+        assert_eq!(
+            writes,
+            [Write::DeletePod {
+                name: "cad-ws-1".into(),
+                uid: "uid-cad-ws-1".into(),
+                session: Some("cad-ws-1".into())
+            }],
+        );
     }
 }

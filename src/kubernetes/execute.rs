@@ -21,7 +21,7 @@ use super::{
     overlay::Written,
     plan::Write,
 };
-use crate::crd::{CapacityPool, WorkstationSession};
+use crate::crd::{CapacityPool, WorkstationSession, WorkstationSessionStatus};
 
 /// Writes in flight at once.
 const CONCURRENCY: usize = 32;
@@ -93,9 +93,8 @@ impl Writer {
 
     /// Executes `writes` in two waves.
     pub async fn execute(&self, writes: Vec<Write>) -> Outcome {
-        let (pod_writes, rest): (Vec<_>, Vec<_>) = writes.into_iter().partition(|w| {
-            matches!(w, Write::CreatePod { .. } | Write::ClaimPod { .. } | Write::DeletePod { .. })
-        });
+        let (pod_writes, rest): (Vec<_>, Vec<_>) =
+            writes.into_iter().partition(|w| matches!(w, Write::CreatePod { .. } | Write::DeletePod { .. }));
         let mut outcome = Outcome::default();
         let results: Vec<(Option<String>, bool, Option<Written>)> =
             stream::iter(pod_writes).map(|w| self.pod_write(w)).buffer_unordered(CONCURRENCY).collect().await;
@@ -155,26 +154,6 @@ impl Writer {
                 };
                 (name, ok, result.ok().map(|p| Written::Pod(Box::new(p))))
             }
-            Write::ClaimPod { name, session, owner, resource_version } => {
-                let patch = json!({ "metadata": {
-                    "resourceVersion": resource_version,
-                    "labels": { super::labels::SESSION: session },
-                    "ownerReferences": [owner.reference()],
-                }});
-                let result = self.pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
-                match &result {
-                    // A lost race is expected (another allocator, or the pod changed): decided
-                    // again next pass, counted, not an Event.
-                    Err(e) if is_status(e, 409) => {
-                        self.metrics.error(Category::ClaimConflict);
-                        tracing::info!(pod = %name, %session, "claim lost a race; deciding again");
-                    }
-                    Err(e) => self.failed(Category::ClaimPod, Some(&session), None, e).await,
-                    Ok(_) => {}
-                }
-                let ok = result.is_ok();
-                (Some(name), ok, result.ok().map(|p| Written::Pod(Box::new(p))))
-            }
             Write::DeletePod { name, uid, session } => {
                 let dp = DeleteParams {
                     preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
@@ -201,17 +180,15 @@ impl Writer {
 
     async fn other_write(&self, write: Write) -> (bool, Option<Written>) {
         let (category, session, pool, result) = match write {
-            Write::SessionStatus { name, status, .. } => {
-                let mut value = serde_json::to_value(&*status).unwrap_or(Value::Null);
-                if let Some(map) = value.as_object_mut() {
-                    // A merge patch removes a field only when it is null.
-                    for field in STATUS_FIELDS {
-                        map.entry(field).or_insert(Value::Null);
-                    }
+            Write::SessionStatus { name, status, resource_version, .. } => {
+                let r = write_status(&self.sessions, &name, &status, resource_version.as_deref()).await;
+                if let Err(e) = &r
+                    && is_status(e, 409)
+                {
+                    // Changed since this pass read it: the next pass decides from the new object.
+                    self.metrics.error(Category::StatusConflict);
+                    return (false, None);
                 }
-                let patch = json!({ "status": value });
-                let r =
-                    self.sessions.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
                 (Category::SessionStatus, Some(name), None, r.map(|s| Some(Written::Session(Box::new(s)))))
             }
             Write::DeleteSession { name } => {
@@ -236,13 +213,35 @@ impl Writer {
     }
 }
 
+/// Replaces a session's status with a merge patch, as a compare-and-swap when
+/// `resource_version` is given (409 when the object changed since).
+pub(super) async fn write_status(
+    sessions: &Api<WorkstationSession>,
+    name: &str,
+    status: &WorkstationSessionStatus,
+    resource_version: Option<&str>,
+) -> Result<WorkstationSession, kube::Error> {
+    let mut value = serde_json::to_value(status).unwrap_or(Value::Null);
+    if let Some(map) = value.as_object_mut() {
+        // A merge patch removes a field only when it is null.
+        for field in STATUS_FIELDS {
+            map.entry(field).or_insert(Value::Null);
+        }
+    }
+    let mut patch = json!({ "status": value });
+    if let Some(rv) = resource_version {
+        patch["metadata"] = json!({ "resourceVersion": rv });
+    }
+    sessions.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await
+}
+
 fn pod_label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
     pod.metadata.labels.as_ref()?.get(key).map(String::as_str)
 }
 
 /// Test-only pauses in the write sequence, so that a test can kill -9 the broker exactly
 /// between a pod write and the status write that follows it.
-mod fault {
+pub(super) mod fault {
     use super::Write;
 
     /// The pause point of a write that concerns a session (warm-buffer writes have none).
@@ -252,7 +251,6 @@ mod fault {
         };
         match write {
             Write::CreatePod { pod } if labelled(pod) => "create",
-            Write::ClaimPod { .. } => "claim",
             Write::DeletePod { session: Some(_), .. } => "delete",
             _ => "",
         }
@@ -260,7 +258,7 @@ mod fault {
 
     /// With `CADBROKER_PAUSE_AFTER=<point>`, announces the point on stderr and never returns.
     #[cfg(feature = "fault-injection")]
-    pub async fn pause_after(point: &str) {
+    pub(in crate::kubernetes) async fn pause_after(point: &str) {
         if std::env::var("CADBROKER_PAUSE_AFTER").is_ok_and(|p| p == point) {
             eprintln!("cadbroker-fault: paused after {point}");
             std::future::pending::<()>().await;
@@ -268,5 +266,5 @@ mod fault {
     }
 
     #[cfg(not(feature = "fault-injection"))]
-    pub async fn pause_after(_point: &str) {}
+    pub(in crate::kubernetes) async fn pause_after(_point: &str) {}
 }

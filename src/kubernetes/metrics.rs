@@ -34,10 +34,12 @@ pub struct ErrorLabels {
 pub enum Category {
     /// Creating a workstation pod failed.
     CreatePod,
-    /// Another allocator changed the warm pod first (expected under races; decided again).
+    /// A request named its session after a buffer pod another request took first (expected
+    /// under concurrent requests; the request takes another).
     ClaimConflict,
-    /// Claiming a warm pod failed for another reason.
-    ClaimPod,
+    /// A session changed between the allocator's read and its status write (an API replica
+    /// ended it or recorded activity; decided again from the fresh object).
+    StatusConflict,
     /// Deleting a pod failed.
     DeletePod,
     /// Writing a session's status failed.
@@ -56,7 +58,7 @@ impl Category {
         match self {
             Self::CreatePod => "create_pod",
             Self::ClaimConflict => "claim_conflict",
-            Self::ClaimPod => "claim_pod",
+            Self::StatusConflict => "status_conflict",
             Self::DeletePod => "delete_pod",
             Self::SessionStatus => "session_status",
             Self::DeleteSession => "delete_session",
@@ -70,7 +72,7 @@ impl Category {
         match self {
             Self::CreatePod => "CreatePodFailed",
             Self::ClaimConflict => "ClaimConflict",
-            Self::ClaimPod => "ClaimPodFailed",
+            Self::StatusConflict => "StatusConflict",
             Self::DeletePod => "DeletePodFailed",
             Self::SessionStatus => "SessionStatusFailed",
             Self::DeleteSession => "DeleteSessionFailed",

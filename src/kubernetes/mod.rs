@@ -5,6 +5,7 @@
 //! of the Lease allocates.
 
 pub mod allocate;
+pub mod claims;
 pub mod controller;
 pub mod events;
 pub mod execute;

@@ -1,7 +1,9 @@
 //! Pure diff of the desired domain state against the cluster: the writes that make the cluster
 //! match. Pod writes come first and carry what they guard: a session's status is written only
-//! if the pod write it depends on succeeded (a claim is a compare-and-swap on the pod's
-//! resourceVersion, so two allocators can never hand one pod to two sessions).
+//! if the pod write it depends on succeeded. No write here claims a buffer pod: only a
+//! request's create of a session under the pod's name does (docs/cluster-mode.md), and every
+//! status write is a compare-and-swap on the session's resourceVersion, so a pass that read
+//! the cluster before an API replica ended a session cannot write it back to life.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -9,7 +11,6 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 
 use super::{
-    labels,
     pod::{Owner, PodInput, build_workstation_pod},
     restore::Snapshot,
 };
@@ -23,13 +24,16 @@ use crate::{
 pub enum Write {
     /// Create a workstation pod.
     CreatePod { pod: Box<Pod> },
-    /// Label a pod for a session and make the session its owner, if its resourceVersion is still
-    /// `resource_version`.
-    ClaimPod { name: String, session: String, owner: Owner, resource_version: String },
     /// Delete a pod (if its uid is still `uid`); `session` is the one it was labelled for.
     DeletePod { name: String, uid: String, session: Option<String> },
-    /// Replace a session's status; skipped when the pod write named in `after` failed.
-    SessionStatus { name: String, status: Box<WorkstationSessionStatus>, after: Option<String> },
+    /// Replace a session's status if its resourceVersion is still `resource_version`; skipped
+    /// when the pod write named in `after` failed.
+    SessionStatus {
+        name: String,
+        status: Box<WorkstationSessionStatus>,
+        resource_version: Option<String>,
+        after: Option<String>,
+    },
     /// Delete a session object (retention passed, or a duplicate request).
     DeleteSession { name: String },
     /// Replace a pool's status.
@@ -117,31 +121,17 @@ pub fn plan(
                 writes.push(Write::CreatePod { pod: Box::new(pod) });
             }
             None => {}
-            Some(pod) => {
-                let labelled = pod.metadata.labels.as_ref().and_then(|l| l.get(labels::SESSION));
-                if let Some(s) = &ws.session
-                    && labelled.map(String::as_str) != Some(s.as_str())
-                    && ws.phase != WorkstationPhase::Stopping
-                    && let Some(uid) = session_uids.get(s.as_str())
-                {
-                    pod_write_for.insert(s.to_string(), name.clone());
-                    writes.push(Write::ClaimPod {
-                        name: name.clone(),
-                        session: s.to_string(),
-                        owner: Owner {
-                            kind: "WorkstationSession",
-                            name: s.to_string(),
-                            uid: uid.to_string(),
-                        },
-                        resource_version: pod.metadata.resource_version.clone().unwrap_or_default(),
-                    });
-                }
-                if ws.phase == WorkstationPhase::Stopping && pod.metadata.deletion_timestamp.is_none() {
-                    deleting.push(name.clone());
-                    let uid = pod.metadata.uid.clone().unwrap_or_default();
-                    writes.push(Write::DeletePod { name, uid, session: labelled.cloned() });
-                }
+            // A pod is its session's by its label (started for it) or by its name (taken by a
+            // named request): there is no claim to write, only deletes.
+            Some(pod)
+                if ws.phase == WorkstationPhase::Stopping && pod.metadata.deletion_timestamp.is_none() =>
+            {
+                deleting.push(name.clone());
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                let session = ws.session.as_ref().map(ToString::to_string);
+                writes.push(Write::DeletePod { name, uid, session });
             }
+            Some(_) => {}
         }
     }
     plan_sessions(desired, snapshot, &pod_write_for, &deleting, now, &mut writes);
@@ -182,7 +172,12 @@ fn plan_sessions(
         }
         if cr.status.as_ref() != Some(&status) {
             let after = pod_write_for.get(name).cloned();
-            writes.push(Write::SessionStatus { name: name.to_owned(), status: Box::new(status), after });
+            writes.push(Write::SessionStatus {
+                name: name.to_owned(),
+                status: Box::new(status),
+                resource_version: cr.metadata.resource_version.clone(),
+                after,
+            });
         }
     }
 }

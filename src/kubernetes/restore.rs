@@ -123,11 +123,20 @@ pub fn restore(snapshot: &Snapshot, now: Timestamp) -> Restored {
     let mut max_number = 0;
     let mut workstations: Vec<Workstation> =
         snapshot.pods.iter().filter_map(|pod| workstation_of(pod, &pools)).collect();
+    claim_by_name(&mut workstations, &snapshot.sessions);
     release_extra_claims(&mut workstations);
-    for ws in workstations {
-        if let Some(n) = ws.id.as_str().rsplit("-ws-").next().and_then(|n| n.parse::<u64>().ok()) {
+    // Buffer pods' names become session names, so neither may be generated again while either
+    // exists.
+    let names = workstations
+        .iter()
+        .map(|w| w.id.as_str())
+        .chain(snapshot.sessions.iter().filter_map(|s| s.metadata.name.as_deref()));
+    for name in names {
+        if let Some(n) = name.rsplit("-ws-").next().and_then(|n| n.parse::<u64>().ok()) {
             max_number = max_number.max(n);
         }
+    }
+    for ws in workstations {
         if let Some(s) = &ws.session {
             held_by.insert(s.clone(), ws.id.clone());
         }
@@ -166,6 +175,19 @@ fn restore_memories(state: &mut State, sessions: &[&WorkstationSession]) {
         let a = arrivals.get(pool.as_str()).unwrap_or(&none);
         let h = holds.get(pool.as_str()).map_or(&[][..], Vec::as_slice);
         state.restore_memory(&pool, a, h);
+    }
+}
+
+/// A request takes a buffer pod by creating its session under the pod's name (the create is
+/// the compare-and-swap: a name exists once), so an unlabelled pod belongs to the session of
+/// its name when that session asked for the pod's pool.
+fn claim_by_name(workstations: &mut [Workstation], sessions: &[Arc<WorkstationSession>]) {
+    let pools: HashMap<&str, &str> =
+        sessions.iter().filter_map(|s| Some((s.metadata.name.as_deref()?, s.spec.pool.as_str()))).collect();
+    for ws in workstations.iter_mut().filter(|w| w.session.is_none()) {
+        if pools.get(ws.id.as_str()) == Some(&ws.pool.as_str()) {
+            ws.session = Some(SessionId(ws.id.to_string()));
+        }
     }
 }
 

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::{
     config::{BrokerConfig, KubernetesConfig},
+    domain::{Handover, ReconcilePolicy, RequestPolicy},
     metrics::StatsSource,
     service::engine::{EnginePolicy, EngineStats},
     shutdown::Shutdown,
@@ -81,6 +82,12 @@ pub async fn start(
     tasks: &mut JoinSet<()>,
     shutdown: Shutdown,
 ) -> Result<(Arc<KubeSessionService>, Arc<KubeMetrics>), KubeStartError> {
+    // Only a request's named create hands a buffer pod over (docs/cluster-mode.md).
+    let handover = Handover::NamedRequestOnly;
+    let policy = EnginePolicy {
+        request: RequestPolicy { handover, ..policy.request },
+        reconcile: ReconcilePolicy { handover, ..policy.reconcile },
+    };
     let metrics = Arc::new(KubeMetrics::default());
     let client = client(cfg, &metrics).await?;
     check_crds(&client).await?;
@@ -90,7 +97,7 @@ pub async fn start(
         max_sessions_per_user: broker.max_sessions_per_user,
         activity_interval: cfg.activity_interval,
     };
-    let service = KubeSessionService::new(&client, &cfg.namespace, stores.clone(), settings);
+    let service = KubeSessionService::new(&client, &cfg.namespace, stores.clone(), settings, metrics.clone());
     let (leading_tx, leading) = watch::channel(false);
     // Unique per start, also for two brokers in one process: a shared identity would let both
     // believe they hold the Lease.

@@ -18,13 +18,15 @@ use serde_json::json;
 use tokio::sync::broadcast;
 
 use super::{
+    claims::Claims,
     labels,
+    metrics::{Category, KubeMetrics},
     restore::{Restored, restore},
     store::Stores,
 };
 use crate::service::read;
 use crate::{
-    crd::{EndRequest, WorkstationSession, WorkstationSessionSpec},
+    crd::{WorkstationSession, WorkstationSessionSpec, WorkstationSessionStatus},
     domain::{Caller, EndReason, PoolName, PoolSpec, RequestError, Session, SessionId, SessionPhase, State},
     service::{
         ConnectLinks, ConnectTarget, CreateSession, Created, PoolView, ServiceError, SessionEvent,
@@ -52,11 +54,19 @@ pub struct KubeSessionService {
     cached: Mutex<(u64, Arc<State>)>,
     events: broadcast::Sender<SessionEvent>,
     links: OnceLock<Arc<dyn ConnectLinks>>,
+    claims: Claims,
+    metrics: Arc<KubeMetrics>,
 }
 
 impl KubeSessionService {
     /// A service over `stores`, writing to `namespace`.
-    pub fn new(client: &Client, namespace: &str, stores: Stores, settings: ServiceSettings) -> Arc<Self> {
+    pub fn new(
+        client: &Client,
+        namespace: &str,
+        stores: Stores,
+        settings: ServiceSettings,
+        metrics: Arc<KubeMetrics>,
+    ) -> Arc<Self> {
         let (events, _) = broadcast::channel(1024);
         let service = Arc::new(Self {
             sessions: Api::namespaced(client.clone(), namespace),
@@ -66,6 +76,8 @@ impl KubeSessionService {
             cached: Mutex::new((u64::MAX, Arc::new(State::default()))),
             events,
             links: OnceLock::new(),
+            claims: Claims::default(),
+            metrics,
         });
         tokio::spawn(forward_session_changes(Arc::downgrade(&service)));
         service
@@ -151,6 +163,93 @@ impl KubeSessionService {
         Ok(None)
     }
 
+    /// Writes the session object of a request: named after a buffer pod of the pool when one
+    /// is free and nobody queues there (the create is the claim: a name exists once, so two
+    /// replicas can never take one pod), otherwise under a fresh name for the allocator to
+    /// place. A lost race for a pod's name moves on to the next pod.
+    async fn create_session(
+        &self,
+        caller: &Caller,
+        req: &CreateSession,
+        state: &State,
+    ) -> Result<SessionId, ServiceError> {
+        let mut state = Arc::new(state.clone());
+        for _ in 0..CLAIM_ATTEMPTS {
+            let pod = self.claims.take(&state, &req.pool, std::time::Instant::now());
+            let id = pod
+                .clone()
+                .map_or_else(|| SessionId(uuid::Uuid::new_v4().simple().to_string()), |w| SessionId(w.0));
+            let cr = self.session_object(&id, caller, req);
+            match self.sessions.create(&PostParams::default(), &cr).await {
+                Ok(_) => {
+                    if pod.is_some() {
+                        super::execute::fault::pause_after("claim").await;
+                    }
+                    return Ok(id);
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 && pod.is_some() => {
+                    self.metrics.error(Category::ClaimConflict);
+                    tracing::debug!(pod = %id, "another request took this pod first");
+                    state = self.state();
+                }
+                Err(e) => {
+                    if let Some(w) = &pod {
+                        self.claims.release(w);
+                    }
+                    return Err(api_error(e));
+                }
+            }
+        }
+        // Every pod tried was taken meanwhile: the allocator places it.
+        let id = SessionId(uuid::Uuid::new_v4().simple().to_string());
+        self.sessions
+            .create(&PostParams::default(), &self.session_object(&id, caller, req))
+            .await
+            .map_err(api_error)?;
+        Ok(id)
+    }
+
+    fn session_object(&self, id: &SessionId, caller: &Caller, req: &CreateSession) -> WorkstationSession {
+        WorkstationSession {
+            metadata: ObjectMeta {
+                name: Some(id.to_string()),
+                namespace: Some(self.namespace.clone()),
+                ..Default::default()
+            },
+            spec: WorkstationSessionSpec {
+                user: caller.user.to_string(),
+                pool: req.pool.to_string(),
+                requested_at: Timestamp::now().to_string(),
+                idempotency_key: req.idempotency_key.clone(),
+                end_requested: None,
+            },
+            status: None,
+        }
+    }
+
+    /// Records the end of a live session in its status, as a compare-and-swap on the object
+    /// this replica last saw (retried on a newer one); the allocator then deletes its pod.
+    async fn write_end(&self, id: &SessionId, reason: EndReason) -> Result<(), ServiceError> {
+        for _ in 0..END_ATTEMPTS {
+            let state = self.state();
+            let Some(session) = state.session(id).filter(|s| s.phase.is_live()) else { return Ok(()) };
+            let Some(cr) = self.stores.session(&self.namespace, id.as_str()) else { return Ok(()) };
+            let status = ended_status(&state, session, reason, Timestamp::now(), cr.status.as_ref());
+            let rv = cr.metadata.resource_version.as_deref();
+            match super::execute::write_status(&self.sessions, id.as_str(), &status, rv).await {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    // Changed since the cache saw it: wait for the newer object, then again.
+                    let mut changes = self.stores.changes();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), changes.changed()).await;
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+                Err(e) => return Err(api_error(e)),
+            }
+        }
+        Err(ServiceError::Unavailable("the session kept changing; try again".into()))
+    }
+
     fn not_ready(&self) -> Result<(), ServiceError> {
         if self.stores.is_ready() {
             Ok(())
@@ -172,6 +271,30 @@ async fn forward_session_changes(service: std::sync::Weak<KubeSessionService>) {
     }
 }
 
+/// Pods a request tries to take by name before leaving it to the allocator.
+const CLAIM_ATTEMPTS: usize = 4;
+/// Tries to record an end against a session that keeps changing.
+const END_ATTEMPTS: usize = 5;
+
+/// The final status of a session ended through the API: what it showed, ended now.
+fn ended_status(
+    state: &State,
+    session: &Session,
+    reason: EndReason,
+    now: Timestamp,
+    current: Option<&WorkstationSessionStatus>,
+) -> WorkstationSessionStatus {
+    let mut status = super::plan::session_status(state, session);
+    status.phase = Some(SessionPhase::Ended);
+    status.ended_at = Some(now.to_string());
+    status.end_reason = Some(reason);
+    status.queue_position = None;
+    if status.node.is_none() {
+        status.node = current.and_then(|c| c.node.clone());
+    }
+    status
+}
+
 fn api_error(e: kube::Error) -> ServiceError {
     tracing::warn!(error = %e, "Kubernetes API write failed");
     ServiceError::Unavailable("the cluster did not accept the write".into())
@@ -186,23 +309,7 @@ impl SessionService for KubeSessionService {
             let session = state.session(&existing).expect("found above");
             return Ok(Created { session: self.view(&state, session, caller), created: false });
         }
-        let id = SessionId(uuid::Uuid::new_v4().simple().to_string());
-        let cr = WorkstationSession {
-            metadata: ObjectMeta {
-                name: Some(id.to_string()),
-                namespace: Some(self.namespace.clone()),
-                ..Default::default()
-            },
-            spec: WorkstationSessionSpec {
-                user: caller.user.to_string(),
-                pool: req.pool.to_string(),
-                requested_at: Timestamp::now().to_string(),
-                idempotency_key: req.idempotency_key.clone(),
-                end_requested: None,
-            },
-            status: None,
-        };
-        self.sessions.create(&PostParams::default(), &cr).await.map_err(api_error)?;
+        let id = self.create_session(caller, &req, &state).await?;
         let decided = |s: &State| {
             s.session(&id).is_none_or(|x| x.phase != SessionPhase::Queued || x.workstation.is_some())
                 && s.session(&id).is_some()
@@ -236,12 +343,7 @@ impl SessionService for KubeSessionService {
         if session.phase.is_live() {
             let reason =
                 if session.user == caller.user { EndReason::UserEnded } else { EndReason::AdminEnded };
-            let end = EndRequest { reason, at: Timestamp::now().to_string() };
-            let patch = json!({ "spec": { "endRequested": end } });
-            self.sessions
-                .patch(id.as_str(), &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(api_error)?;
+            self.write_end(id, reason).await?;
             let ended = |s: &State| s.session(id).is_none_or(|x| !x.phase.is_live());
             let state = self.wait_for(self.settings.create_wait, ended).await;
             if let Some(s) = state.session(id) {

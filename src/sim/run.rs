@@ -13,9 +13,9 @@ use jiff::{Timestamp, civil::Time};
 
 use super::{config::SimConfig, trace::Trace};
 use crate::domain::{
-    Action, Caller, Decision, EndReason, Endpoint, NewSession, Observation, PoolSpec, ReconcilePolicy,
-    RequestDecision, RequestPolicy, SessionId, SessionPhase, State, UserId, WorkstationId, apply,
-    decide_request, observe, settle,
+    Action, Caller, Decision, EndReason, Endpoint, Handover, NewSession, Observation, PoolSpec,
+    ReconcilePolicy, RequestDecision, RequestPolicy, SessionId, SessionPhase, State, UserId, WorkstationId,
+    apply, decide_request, observe, settle,
     time::{after, elapsed},
 };
 
@@ -286,7 +286,7 @@ impl Sim<'_> {
     }
 
     fn reconcile_policy(&self) -> ReconcilePolicy {
-        ReconcilePolicy { retention: self.config.broker.session_retention }
+        ReconcilePolicy { retention: self.config.broker.session_retention, handover: Handover::Allocator }
     }
 
     fn handle(&mut self, event: Event, actions: &mut Vec<Action>) {
@@ -332,7 +332,10 @@ impl Sim<'_> {
         let caller = Caller { user: UserId(a.user.clone()), groups: None, admin: true };
         let id = SessionId(format!("s{}", i + 1));
         let req = NewSession { id: id.clone(), pool: a.pool.clone(), idempotency_key: None };
-        let policy = RequestPolicy { max_sessions_per_user: self.config.broker.max_sessions_per_user };
+        let policy = RequestPolicy {
+            max_sessions_per_user: self.config.broker.max_sessions_per_user,
+            handover: Handover::Allocator,
+        };
         match decide_request(&self.state, &caller, &req, policy, self.now) {
             Ok(RequestDecision::Create(batch)) => {
                 self.apply_all(&batch, actions);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cadbroker::{
     config::{BackendKind, Config},
-    crd::CapacityPool,
+    crd::{CapacityPool, WorkstationSession},
 };
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::{
@@ -174,4 +174,38 @@ pub async fn running_pods(client: &Client, ns: &str) -> usize {
         .iter()
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
         .count()
+}
+
+/// Each pod with the session it belongs to: the one it was started for (its label), or the
+/// one named after it (a request took that buffer pod by name); `None` for buffer pods.
+pub async fn pod_holders(client: &Client, ns: &str) -> Vec<(Pod, Option<String>)> {
+    let sessions = Api::<WorkstationSession>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let names: std::collections::HashSet<String> =
+        sessions.into_iter().filter_map(|s| s.metadata.name).collect();
+    pods(client, ns)
+        .await
+        .into_iter()
+        .map(|pod| {
+            let label = pod.metadata.labels.as_ref().and_then(|l| l.get("cadbroker.io/session").cloned());
+            let named = pod.metadata.name.clone().filter(|n| names.contains(n));
+            let holder = label.or(named);
+            (pod, holder)
+        })
+        .collect()
+}
+
+/// The sessions holding live (not terminating) pods, sorted, one entry per pod.
+pub async fn live_holders(client: &Client, ns: &str) -> Vec<String> {
+    let mut held: Vec<String> = pod_holders(client, ns)
+        .await
+        .into_iter()
+        .filter(|(p, _)| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|(_, h)| h)
+        .collect();
+    held.sort();
+    held
 }
