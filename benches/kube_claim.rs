@@ -96,10 +96,23 @@ impl Bench {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let list =
             pods.list(&ListParams::default().labels("app.kubernetes.io/managed-by=cadbroker")).await.unwrap();
+        // A pod is held when labelled for a session (started for it) or when a session is named
+        // after it (a request took it by name).
+        let sessions: Api<cadbroker::crd::WorkstationSession> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let names: std::collections::HashSet<String> = sessions
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|s| s.metadata.name)
+            .collect();
         list.items
             .iter()
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .filter(|p| !p.metadata.labels.as_ref().is_some_and(|l| l.contains_key("cadbroker.io/session")))
+            .filter(|p| !p.metadata.name.as_ref().is_some_and(|n| names.contains(n)))
             .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
             .count()
     }

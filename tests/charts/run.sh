@@ -246,7 +246,8 @@ can() {
 
 rbac_allowed() {
   local v
-  for v in list watch create patch delete; do can "$v" pods "$WS_NS" yes; done
+  for v in list watch create delete; do can "$v" pods "$WS_NS" yes; done
+  for v in get patch update; do can "$v" pods "$WS_NS" no; done
   for v in list watch create patch delete; do can "$v" workstationsessions.cadbroker.io "$WS_NS" yes; done
   for v in list watch patch delete; do can "$v" capacitypools.cadbroker.io "$WS_NS" yes; done
   can patch workstationsessions.cadbroker.io:status "$WS_NS" yes
