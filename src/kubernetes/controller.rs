@@ -9,8 +9,11 @@ use tokio::{sync::watch, time::Instant};
 use super::{allocate::pass, execute::Writer, overlay::Overlay, store::Stores};
 use crate::{service::engine::EnginePolicy, shutdown::Shutdown};
 
-/// Shortest time between two passes.
-const MIN_GAP: Duration = Duration::from_millis(10);
+/// Shortest time between two passes. Requests that take a ready warm pod never wait for a pass
+/// (the replica answers from the create), so a pass is needed only for what takes seconds
+/// anyway (starting pods, queues, limits); a burst of watch events then costs a few passes,
+/// not one per event, and leaves the CPU to the requests.
+const MIN_GAP: Duration = Duration::from_millis(25);
 
 /// What the allocator works with.
 pub struct Allocator {

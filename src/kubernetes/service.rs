@@ -27,7 +27,10 @@ use super::{
 use crate::service::read;
 use crate::{
     crd::{WorkstationSession, WorkstationSessionSpec, WorkstationSessionStatus},
-    domain::{Caller, EndReason, PoolName, PoolSpec, RequestError, Session, SessionId, SessionPhase, State},
+    domain::{
+        Caller, EndReason, PoolName, PoolSpec, RequestError, Session, SessionId, SessionPhase, State,
+        WorkstationId,
+    },
     service::{
         ConnectLinks, ConnectTarget, CreateSession, Created, PoolView, ServiceError, SessionEvent,
         SessionService, SessionView,
@@ -56,6 +59,8 @@ pub struct KubeSessionService {
     links: OnceLock<Arc<dyn ConnectLinks>>,
     claims: Claims,
     metrics: Arc<KubeMetrics>,
+    /// Sessions this replica created and answered before its cache showed them.
+    unseen: Mutex<Vec<(SessionId, tokio::time::Instant)>>,
 }
 
 impl KubeSessionService {
@@ -78,6 +83,7 @@ impl KubeSessionService {
             links: OnceLock::new(),
             claims: Claims::default(),
             metrics,
+            unseen: Mutex::new(Vec::new()),
         });
         tokio::spawn(forward_session_changes(Arc::downgrade(&service)));
         service
@@ -109,6 +115,22 @@ impl KubeSessionService {
             *cached = (version, Arc::new(state));
         }
         cached.1.clone()
+    }
+
+    /// The cached state once it shows every session this replica answered for before its
+    /// cache had it (read your own writes; bounded by `createWait`).
+    async fn read_state(&self) -> Arc<State> {
+        let state = self.state();
+        let pending: Vec<SessionId> = {
+            let mut unseen = self.unseen.lock().unwrap_or_else(|p| p.into_inner());
+            let deadline = tokio::time::Instant::now();
+            unseen.retain(|(id, until)| *until > deadline && state.session(id).is_none());
+            unseen.iter().map(|(id, _)| id.clone()).collect()
+        };
+        if pending.is_empty() {
+            return state;
+        }
+        self.wait_for(self.settings.create_wait, |s| pending.iter().all(|id| s.session(id).is_some())).await
     }
 
     fn view(&self, state: &State, session: &Session, caller: &Caller) -> SessionView {
@@ -172,7 +194,7 @@ impl KubeSessionService {
         caller: &Caller,
         req: &CreateSession,
         state: &State,
-    ) -> Result<SessionId, ServiceError> {
+    ) -> Result<(SessionId, Option<WorkstationId>), ServiceError> {
         let mut state = Arc::new(state.clone());
         for _ in 0..CLAIM_ATTEMPTS {
             let pod = self.claims.take(&state, &req.pool, std::time::Instant::now());
@@ -185,7 +207,7 @@ impl KubeSessionService {
                     if pod.is_some() {
                         super::execute::fault::pause_after("claim").await;
                     }
-                    return Ok(id);
+                    return Ok((id, pod));
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 && pod.is_some() => {
                     self.metrics.error(Category::ClaimConflict);
@@ -206,7 +228,7 @@ impl KubeSessionService {
             .create(&PostParams::default(), &self.session_object(&id, caller, req))
             .await
             .map_err(api_error)?;
-        Ok(id)
+        Ok((id, None))
     }
 
     fn session_object(&self, id: &SessionId, caller: &Caller, req: &CreateSession) -> WorkstationSession {
@@ -271,6 +293,25 @@ async fn forward_session_changes(service: std::sync::Weak<KubeSessionService>) {
     }
 }
 
+/// The session a request that took `pod` by name holds, when that pod is ready in `state`.
+fn ready_on(
+    state: &State,
+    pod: &WorkstationId,
+    id: &SessionId,
+    caller: &Caller,
+    req: &CreateSession,
+) -> Option<Session> {
+    state.workstation(pod).filter(|w| w.phase == crate::domain::WorkstationPhase::Ready)?;
+    let now = Timestamp::now();
+    let mut session =
+        Session::new(id.clone(), caller.user.clone(), req.pool.clone(), now, req.idempotency_key.clone());
+    session.phase = SessionPhase::Ready;
+    session.workstation = Some(pod.clone());
+    session.ready_at = Some(now);
+    session.last_activity = Some(now);
+    Some(session)
+}
+
 /// Pods a request tries to take by name before leaving it to the allocator.
 const CLAIM_ATTEMPTS: usize = 4;
 /// Tries to record an end against a session that keeps changing.
@@ -304,12 +345,18 @@ fn api_error(e: kube::Error) -> ServiceError {
 impl SessionService for KubeSessionService {
     async fn create(&self, caller: &Caller, req: CreateSession) -> Result<Created, ServiceError> {
         self.not_ready()?;
-        let state = self.state();
+        let state = self.read_state().await;
         if let Some(existing) = self.check_request(&state, caller, &req)? {
             let session = state.session(&existing).expect("found above");
             return Ok(Created { session: self.view(&state, session, caller), created: false });
         }
-        let id = self.create_session(caller, &req, &state).await?;
+        let (id, taken) = self.create_session(caller, &req, &state).await?;
+        // A ready pod taken by name is the answer already: no need to wait for the watch.
+        if let Some(session) = taken.and_then(|pod| ready_on(&state, &pod, &id, caller, &req)) {
+            let until = tokio::time::Instant::now() + self.settings.create_wait;
+            self.unseen.lock().unwrap_or_else(|p| p.into_inner()).push((id, until));
+            return Ok(Created { session: self.view(&state, &session, caller), created: true });
+        }
         let decided = |s: &State| {
             s.session(&id).is_none_or(|x| x.phase != SessionPhase::Queued || x.workstation.is_some())
                 && s.session(&id).is_some()
@@ -327,18 +374,18 @@ impl SessionService for KubeSessionService {
     }
 
     async fn list(&self, caller: &Caller) -> Result<Vec<SessionView>, ServiceError> {
-        let state = self.state();
+        let state = self.read_state().await;
         Ok(read::session_list(&state, caller, |s| self.view(&state, s, caller)))
     }
 
     async fn get(&self, caller: &Caller, id: &SessionId) -> Result<SessionView, ServiceError> {
-        let state = self.state();
+        let state = self.read_state().await;
         let session = read::visible(&state, caller, id)?;
         Ok(self.view(&state, session, caller))
     }
 
     async fn end(&self, caller: &Caller, id: &SessionId) -> Result<SessionView, ServiceError> {
-        let state = self.state();
+        let state = self.read_state().await;
         let session = read::visible(&state, caller, id)?;
         if session.phase.is_live() {
             let reason =
@@ -354,7 +401,7 @@ impl SessionService for KubeSessionService {
     }
 
     async fn keepalive(&self, caller: &Caller, id: &SessionId) -> Result<SessionView, ServiceError> {
-        let state = self.state();
+        let state = self.read_state().await;
         let session = read::visible(&state, caller, id)?;
         if !session.phase.is_live() {
             return Err(ServiceError::SessionEnded(id.clone()));
@@ -369,7 +416,7 @@ impl SessionService for KubeSessionService {
         id: &SessionId,
     ) -> Result<(SessionView, broadcast::Receiver<SessionEvent>), ServiceError> {
         let rx = self.events.subscribe();
-        let state = self.state();
+        let state = self.read_state().await;
         let session = read::visible(&state, caller, id)?;
         Ok((self.view(&state, session, caller), rx))
     }
@@ -425,7 +472,7 @@ impl SessionService for KubeSessionService {
     }
 
     async fn connect_target(&self, id: &SessionId) -> Result<ConnectTarget, ServiceError> {
-        let state = self.state();
+        let state = self.read_state().await;
         let session = state.session(id).ok_or_else(|| ServiceError::SessionNotFound(id.clone()))?;
         let endpoint =
             session.workstation.as_ref().and_then(|w| state.workstation(w)).and_then(|w| w.endpoint.clone());
@@ -433,7 +480,7 @@ impl SessionService for KubeSessionService {
     }
 
     async fn record_activity(&self, id: &SessionId) -> Result<(), ServiceError> {
-        let state = self.state();
+        let state = self.read_state().await;
         let session = state.session(id).ok_or_else(|| ServiceError::SessionNotFound(id.clone()))?;
         if !session.phase.is_live() {
             return Err(ServiceError::SessionEnded(id.clone()));
