@@ -6,15 +6,19 @@
 
 pub mod allocate;
 pub mod controller;
+pub mod decisions;
+pub mod disconnect;
 pub mod events;
 pub mod execute;
 pub mod labels;
 pub mod lease;
 pub mod metrics;
 pub mod overlay;
+pub mod placeholder;
 pub mod plan;
 pub mod pod;
 pub mod restore;
 pub mod run;
+pub mod scale_memory;
 pub mod service;
 pub mod store;

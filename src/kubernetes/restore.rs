@@ -121,8 +121,12 @@ pub fn restore(snapshot: &Snapshot, now: Timestamp) -> Restored {
     let mut out = Restored { state: State::with_pools(pools.values().cloned()), ..Restored::default() };
     let mut held_by: HashMap<SessionId, WorkstationId> = HashMap::new();
     let mut max_number = 0;
-    let mut workstations: Vec<Workstation> =
-        snapshot.pods.iter().filter_map(|pod| workstation_of(pod, &pools)).collect();
+    let mut workstations: Vec<Workstation> = snapshot
+        .pods
+        .iter()
+        .filter(|pod| !super::placeholder::is_placeholder(pod))
+        .filter_map(|pod| workstation_of(pod, &pools))
+        .collect();
     release_extra_claims(&mut workstations);
     for ws in workstations {
         if let Some(n) = ws.id.as_str().rsplit("-ws-").next().and_then(|n| n.parse::<u64>().ok()) {
