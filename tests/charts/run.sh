@@ -258,6 +258,7 @@ rbac_allowed() {
   can get leases.coordination.k8s.io/cadbroker-allocator "$WS_NS" yes
   can create events.events.k8s.io "$WS_NS" yes
   can create events "$WS_NS" yes
+  can list events.events.k8s.io "$WS_NS" yes
   can get customresourcedefinitions.apiextensions.k8s.io/workstationsessions.cadbroker.io - yes
   ksa auth can-i --list -n "$WS_NS" >"$WORK/sa-can-i-list.txt" 2>&1 || true
 }
