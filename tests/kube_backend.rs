@@ -1,15 +1,19 @@
 //! The Kubernetes backend against the local control plane (`tests/cluster/cluster.sh`):
 //! warm claims, cold starts through the real scheduler, the pool maximum, exhausted GPUs,
-//! recovery of a restarted broker, and two brokers racing. Each test uses its own namespace.
+//! recovery of a restarted broker, two brokers racing, placeholder pods preempted by a
+//! workstation, and decisions as Events read back by any broker. Each test uses its own namespace.
 //! Run by `make test` with the cluster up (`--features cluster-tests`).
 #![cfg(feature = "cluster-tests")]
 
 mod common;
 
 use cadbroker::crd::WorkstationSession;
-use common::cluster::{broker, client, create_pool, pods, running_pods, temp_namespace, wait_until};
+use common::cluster::{
+    broker, client, create_pool, create_pool_spec, is_running, is_unschedulable, placeholder_pods, pods,
+    priority_classes, running_pods, temp_namespace, wait_until,
+};
 use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
+use kube::{Api, api::ListParams};
 use reqwest::{Method, StatusCode};
 
 #[tokio::test]
@@ -154,4 +158,150 @@ async fn two_brokers_racing_give_exactly_one_pod_per_session() {
     wait_until("each session holds exactly one pod", async || holders().await == expected).await;
     one.stop().await;
     two.stop().await;
+}
+
+/// The node the placeholder test confines its pods to (a nodeSelector on its hostname), so that
+/// filling it does not starve the tests that run beside it.
+const PLACEHOLDER_NODE: &str = "gpu-node-4";
+
+/// Uids, not names: a re-created placeholder may take the name of the one it replaces.
+fn live_uids(pods: &[Pod]) -> Vec<String> {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_workstation_preempts_a_placeholder_which_comes_back_pending() {
+    let client = client().await;
+    let _classes = priority_classes(&client).await;
+    let ns = temp_namespace(&client).await;
+    // Room for 9: the node's 8 GPUs of placeholders and one workstation.
+    let spec = serde_json::json!({
+        "displayName": "cad", "capacity": { "min": 0, "max": 9, "warm": 0 },
+        "access": { "allAuthenticated": true }, "connect": { "port": 6080, "path": "/" },
+        "placeholders": { "count": 8 },
+        "template": {
+            "metadata": { "annotations": { "test.cadbroker.io/start-delay": "0s" } },
+            "spec": {
+                "priorityClassName": "cadbroker-workstation",
+                "nodeSelector": { "kubernetes.io/hostname": PLACEHOLDER_NODE },
+                "containers": [{ "name": "desktop", "image": "cadbroker.invalid/desktop:test",
+                    "resources": { "limits": { "nvidia.com/gpu": "1" } } }] } }
+    });
+    create_pool_spec(&client, &ns, "cad", spec).await;
+    let broker = broker(&ns).await;
+    // The node is full: every placeholder runs there, or (where a neighbouring test's pod took
+    // a GPU of it) waits as unschedulable.
+    wait_until("placeholders fill the node", async || {
+        let ps = placeholder_pods(&client, &ns).await;
+        ps.len() == 8 && ps.iter().all(|p| is_running(p) || is_unschedulable(p)) && ps.iter().any(is_running)
+    })
+    .await;
+    let placeholders = placeholder_pods(&client, &ns).await;
+    for p in &placeholders {
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(spec.priority_class_name.as_deref(), Some("cadbroker-placeholder"));
+        assert_eq!(spec.priority, Some(-5), "the PriorityClass applied");
+        assert_eq!(p.metadata.owner_references.as_ref().unwrap()[0].kind, "CapacityPool");
+    }
+    let running_before: Vec<String> =
+        placeholders.iter().filter(|p| is_running(p)).filter_map(|p| p.metadata.uid.clone()).collect();
+    // Placeholders are not workstations: nothing to claim, so the request starts one.
+    let token = broker.token("alice", &[]);
+    let (status, body) = broker.request(&token, "cad").await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let ready = broker.wait_phase(&token, &id, "Ready").await;
+    assert_eq!(ready["node"], PLACEHOLDER_NODE);
+    let after = placeholder_pods(&client, &ns).await;
+    let live = live_uids(&after);
+    assert!(
+        running_before.iter().any(|n| !live.contains(n)),
+        "a running placeholder was preempted: before {running_before:?}, now {live:?}"
+    );
+    // The pool creates placeholders again up to its max (recent demand also raised the warm
+    // buffer, and warm workstations preempt placeholders too), and with the node full the new
+    // one stays Pending as Unschedulable.
+    let is_workstation =
+        |p: &Pod| p.metadata.labels.as_ref().is_some_and(|l| l.contains_key("cadbroker.io/pool"));
+    let mut pending = String::new();
+    let mut seen = String::new();
+    wait_until("the placeholders are back, a new one unschedulable", async || {
+        let all = pods(&client, &ns).await;
+        let live: Vec<&Pod> = all.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+        let workstations = live.iter().filter(|p| is_workstation(p)).count();
+        let placeholders: Vec<&&Pod> = live.iter().filter(|p| !is_workstation(p)).collect();
+        let waiting = placeholders
+            .iter()
+            .find(|p| is_unschedulable(p) && !running_before.contains(p.metadata.name.as_ref().unwrap()));
+        if let Some(p) = waiting {
+            pending = p.metadata.name.clone().unwrap();
+        }
+        seen = format!("{workstations} workstations, {} placeholders", placeholders.len());
+        workstations + placeholders.len() == 9 && waiting.is_some()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let still = Api::<Pod>::namespaced(client.clone(), &ns).get(&pending).await.unwrap();
+    assert!(is_unschedulable(&still), "{pending} stays pending ({seen}): {:?}", still.status);
+    let (_, session) = broker.call(Method::GET, &format!("/api/v1/sessions/{id}"), Some(&token), None).await;
+    assert_eq!(session["phase"], "Ready");
+    let live: Vec<Pod> =
+        pods(&client, &ns).await.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+    assert!(live.len() <= 9, "workstations and placeholders never exceed max: {seen}");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn decisions_are_events_on_the_pool_that_any_broker_reads_back() {
+    let client = client().await;
+    let ns = temp_namespace(&client).await;
+    create_pool(&client, &ns, "cad", 4, 1, 1, "0s").await;
+    let first = broker(&ns).await;
+    wait_until("a warm pod runs", async || running_pods(&client, &ns).await == 1).await;
+    let admin = first.admin_token("root");
+    let mut decisions = serde_json::Value::Null;
+    wait_until("the scale-up reads back", async || {
+        let (_, d) = first.call(Method::GET, "/api/v1/pools/cad/decisions", Some(&admin), None).await;
+        decisions = d;
+        decisions.as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    assert_eq!(decisions[0]["kind"], "ScaleUp", "{decisions}");
+    assert!(decisions[0]["reason"].as_str().unwrap().starts_with("warm 0 -> 1"), "{decisions}");
+    assert_eq!(decisions[0]["inputs"]["warmTo"], 1);
+    // The Event on the pool, as `kubectl describe capacitypool` shows it.
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let event = events
+        .items
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("WarmTargetChanged"))
+        .expect("a WarmTargetChanged Event");
+    assert_eq!(event.type_.as_deref(), Some("Normal"));
+    assert_eq!(event.regarding.as_ref().unwrap().kind.as_deref(), Some("CapacityPool"));
+    assert_eq!(event.note.as_deref(), decisions[0]["reason"].as_str());
+    // The autoscaler's memory is in the pool's status, so passes do not decide it again.
+    let pool = Api::<cadbroker::crd::CapacityPool>::namespaced(client.clone(), &ns).get("cad").await.unwrap();
+    assert_eq!(pool.status.unwrap().autoscaler.unwrap().warm, 1);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // A second broker (it does not hold the Lease) reads the same decisions from the cluster.
+    let second = broker(&ns).await;
+    let (status, again) = second
+        .call(Method::GET, "/api/v1/pools/cad/decisions", Some(&second.admin_token("root")), None)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{again}");
+    let ups = again.as_array().unwrap().iter().filter(|d| d["kind"] == "ScaleUp").count();
+    assert_eq!(ups, 1, "one decision, not one per pass: {again}");
+    assert_eq!(again[0], decisions[0]);
+    let (status, _) = second
+        .call(Method::GET, "/api/v1/pools/cad/decisions", Some(&second.token("alice", &[])), None)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
+    first.stop().await;
+    second.stop().await;
 }
