@@ -204,6 +204,13 @@ kind: CapacityPool
 metadata: { name: bad }
 spec: { capacity: { min: 0, max: 1, warm: 2 }, template: { spec: { containers: [] } } }
 EOF
+  expect_fail "a pool with more placeholders than max" "placeholders.count must not exceed capacity.max" \
+    k -n "$WS_NS" apply --server-side --dry-run=server -f - <<'EOF'
+apiVersion: cadbroker.io/v1alpha1
+kind: CapacityPool
+metadata: { name: bad }
+spec: { capacity: { min: 0, max: 1, warm: 0 }, placeholders: { count: 2 }, template: { spec: { containers: [] } } }
+EOF
 }
 
 # A kubeconfig holding only a token of the chart's ServiceAccount.
