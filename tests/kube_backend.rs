@@ -1,7 +1,8 @@
 //! The Kubernetes backend against the local control plane (`tests/cluster/cluster.sh`):
 //! warm claims, cold starts through the real scheduler, the pool maximum, exhausted GPUs,
 //! recovery of a restarted broker, two brokers racing, placeholder pods preempted by a
-//! workstation, and decisions as Events read back by any broker. Each test uses its own namespace.
+//! workstation, decisions as Events read back by any broker, and a closed desktop ended after
+//! the reconnect grace. Each test uses its own namespace.
 //! Run by `make test` with the cluster up (`--features cluster-tests`).
 #![cfg(feature = "cluster-tests")]
 
@@ -9,8 +10,8 @@ mod common;
 
 use cadbroker::crd::WorkstationSession;
 use common::cluster::{
-    broker, client, create_pool, create_pool_spec, is_running, is_unschedulable, placeholder_pods, pods,
-    priority_classes, running_pods, temp_namespace, wait_until,
+    broker, client, create_pool, create_pool_spec, fake_desktop, is_running, is_unschedulable,
+    placeholder_pods, pods, priority_classes, running_pods, temp_namespace, wait_until,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, api::ListParams};
@@ -304,4 +305,79 @@ async fn decisions_are_events_on_the_pool_that_any_broker_reads_back() {
     assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
     first.stop().await;
     second.stop().await;
+}
+
+#[tokio::test]
+async fn a_desktop_back_within_the_reconnect_grace_stays_and_one_closed_for_longer_is_ended() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let client = client().await;
+    let ns = temp_namespace(&client).await;
+    let spec = serde_json::json!({
+        "displayName": "cad", "capacity": { "min": 0, "max": 2, "warm": 1 },
+        "access": { "allAuthenticated": true }, "connect": { "port": 6080, "path": "/" },
+        "limits": { "idleTimeout": "1h", "maxLifetime": "10h", "warnBefore": "2s", "reconnectGrace": "3s" },
+        "template": {
+            "metadata": { "annotations": { "test.cadbroker.io/start-delay": "0s" } },
+            "spec": { "containers": [{ "name": "desktop", "image": "cadbroker.invalid/desktop:test",
+                "resources": { "limits": { "nvidia.com/gpu": "1" } } }] } }
+    });
+    create_pool_spec(&client, &ns, "cad", spec).await;
+    let broker = broker(&ns).await;
+    wait_until("a warm pod runs", async || running_pods(&client, &ns).await == 1).await;
+    let token = broker.token("alice", &[]);
+    let (status, session) = broker.request(&token, "cad").await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let id = session["id"].as_str().unwrap().to_owned();
+    // The desktop listens on the pod's (loopback) IP, as a real one would.
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns)
+        .get(session["workstation"].as_str().unwrap())
+        .await
+        .unwrap();
+    let ip: std::net::IpAddr = pod.status.unwrap().pod_ip.unwrap().parse().unwrap();
+    let _desktop = fake_desktop((ip, 6080).into()).await;
+    let (cookie, page) = broker.open_desktop(session["connectUrl"].as_str().unwrap()).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let url = format!("{}/connect/{id}/websockify", broker.base.replacen("http", "ws", 1));
+    let open = async || {
+        let mut req = url.as_str().into_client_request().unwrap();
+        req.headers_mut().insert("origin", broker.base.parse().unwrap());
+        req.headers_mut().insert("cookie", cookie.parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("the desktop's WebSocket opens");
+        ws.send(Message::text("drawing")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("drawing"));
+        ws
+    };
+    let sessions = Api::<WorkstationSession>::namespaced(client.clone(), &ns);
+    let disconnected_at = async || {
+        let cr = sessions.get(&id).await.unwrap();
+        cr.metadata.annotations.and_then(|a| a.get("cadbroker.io/disconnected-at").cloned())
+    };
+    // The tab closes: the gateway reports the disconnect, the session records it.
+    let mut ws = open().await;
+    ws.close(None).await.unwrap();
+    drop(ws);
+    wait_until("the disconnect is recorded on the session", async || disconnected_at().await.is_some()).await;
+    let first = disconnected_at().await;
+    // Back within the 3 s grace: the reconnect is written as activity at once and lifts it.
+    let mut ws = open().await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let (_, now) = broker.call(Method::GET, &format!("/api/v1/sessions/{id}"), Some(&token), None).await;
+    assert_eq!(now["phase"], "Ready", "{now}");
+    assert!(now.get("warning").is_none_or(|w| w.is_null()), "no warning after a reconnect: {now}");
+    // Closed for good this time.
+    ws.close(None).await.unwrap();
+    drop(ws);
+    wait_until("the second disconnect is recorded", async || disconnected_at().await != first).await;
+    // Not back within the grace: warned when it runs out, ended 2 s later, as idle.
+    let ended = broker.wait_phase(&token, &id, "Ended").await;
+    assert_eq!(ended["endReason"], "IdleTimeout", "{ended}");
+    let (_, decisions) = broker
+        .call(Method::GET, "/api/v1/pools/cad/decisions", Some(&broker.admin_token("root")), None)
+        .await;
+    let culled = decisions.as_array().unwrap().iter().find(|d| d["kind"] == "End").cloned();
+    let reason = culled.as_ref().and_then(|d| d["reason"].as_str()).unwrap_or_default().to_owned();
+    assert!(reason.contains("reconnect grace"), "{decisions}");
+    assert!(culled.unwrap()["inputs"]["disconnectedAt"].is_string());
+    broker.stop().await;
 }

@@ -257,3 +257,38 @@ pub fn is_unschedulable(pod: &Pod) -> bool {
             })
         })
 }
+
+/// A desktop stand-in listening where a workstation pod's desktop would (the pod's loopback IP
+/// and the pool's connect port): `/` answers, `/websockify` echoes. Stops when dropped.
+pub struct FakeDesktop(tokio::task::JoinHandle<()>);
+
+impl Drop for FakeDesktop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub async fn fake_desktop(addr: std::net::SocketAddr) -> FakeDesktop {
+    use axum::{
+        Router,
+        extract::ws::{Message, WebSocketUpgrade},
+        routing::get,
+    };
+    assert!(addr.ip().is_loopback(), "tests send traffic to loopback only: {addr}");
+    let app = Router::new().route("/", get(|| async { "desktop" })).route(
+        "/websockify",
+        get(|ws: WebSocketUpgrade| async move {
+            ws.on_upgrade(|mut socket| async move {
+                while let Some(Ok(m)) = socket.recv().await {
+                    if matches!(m, Message::Close(_)) || socket.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("the pod's address is free on loopback");
+    FakeDesktop(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    }))
+}
