@@ -381,3 +381,28 @@ async fn a_desktop_back_within_the_reconnect_grace_stays_and_one_closed_for_long
     assert!(culled.unwrap()["inputs"]["disconnectedAt"].is_string());
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_placeholder_the_cluster_refuses_is_reported_on_its_pool() {
+    let client = client().await;
+    let ns = temp_namespace(&client).await;
+    let spec = serde_json::json!({
+        "capacity": { "min": 0, "max": 2, "warm": 0 }, "access": { "allAuthenticated": true },
+        "placeholders": { "count": 1, "priorityClassName": "no-such-class" },
+        "template": { "spec": { "containers": [{ "name": "desktop", "image": "cadbroker.invalid/desktop:test",
+            "resources": { "limits": { "nvidia.com/gpu": "1" } } }] } }
+    });
+    create_pool_spec(&client, &ns, "cad", spec).await;
+    let broker = broker(&ns).await;
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns);
+    wait_until("a Warning on the pool names the missing PriorityClass", async || {
+        events.list(&ListParams::default()).await.unwrap().items.iter().any(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("CapacityPool")
+                && e.note.as_deref().is_some_and(|n| n.contains("no-such-class"))
+        })
+    })
+    .await;
+    assert!(placeholder_pods(&client, &ns).await.is_empty());
+    broker.stop().await;
+}
