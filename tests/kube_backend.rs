@@ -384,6 +384,12 @@ async fn a_desktop_back_within_the_reconnect_grace_stays_and_one_closed_for_long
 
 #[tokio::test]
 async fn a_placeholder_the_cluster_refuses_is_reported_on_its_pool() {
+    // The refusal provoked here is a 403 from the Priority admission plugin. The chart tests
+    // rerun this suite as the chart's ServiceAccount and fail on any Forbidden (an RBAC gap);
+    // this test is about reporting, not RBAC, so it runs with the tests' own identity only.
+    if std::env::var_os("CADBROKER_TEST_BROKER_KUBECONFIG").is_some() {
+        return;
+    }
     let client = client().await;
     let ns = temp_namespace(&client).await;
     let spec = serde_json::json!({
