@@ -1,6 +1,8 @@
 //! The Kubernetes backend against the local control plane (`tests/cluster/cluster.sh`):
 //! warm claims, cold starts through the real scheduler, the pool maximum, exhausted GPUs,
-//! recovery of a restarted broker, and two brokers racing. Each test uses its own namespace.
+//! recovery of a restarted broker, two brokers racing, placeholder pods preempted by a
+//! workstation, decisions as Events read back by any broker, and a closed desktop ended after
+//! the reconnect grace. Each test uses its own namespace.
 //! Run by `make test` with the cluster up (`--features cluster-tests`).
 #![cfg(feature = "cluster-tests")]
 
@@ -8,10 +10,11 @@ mod common;
 
 use cadbroker::crd::WorkstationSession;
 use common::cluster::{
-    broker, client, create_pool, live_holders, pods, running_pods, temp_namespace, wait_until,
+    broker, client, create_pool, create_pool_spec, fake_desktop, is_running, is_unschedulable, live_holders,
+    placeholder_pods, pods, priority_classes, running_pods, temp_namespace, wait_until,
 };
 use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
+use kube::{Api, api::ListParams};
 use reqwest::{Method, StatusCode};
 
 #[tokio::test]
@@ -150,4 +153,256 @@ async fn two_brokers_racing_give_exactly_one_pod_per_session() {
         .await;
     one.stop().await;
     two.stop().await;
+}
+
+/// The node the placeholder test confines its pods to (a nodeSelector on its hostname), so that
+/// filling it does not starve the tests that run beside it.
+const PLACEHOLDER_NODE: &str = "gpu-node-4";
+
+/// Uids, not names: a re-created placeholder may take the name of the one it replaces.
+fn live_uids(pods: &[Pod]) -> Vec<String> {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_workstation_preempts_a_placeholder_which_comes_back_pending() {
+    let client = client().await;
+    let _classes = priority_classes(&client).await;
+    let ns = temp_namespace(&client).await;
+    // Room for 9: the node's 8 GPUs of placeholders and one workstation.
+    let spec = serde_json::json!({
+        "displayName": "cad", "capacity": { "min": 0, "max": 9, "warm": 0 },
+        "access": { "allAuthenticated": true }, "connect": { "port": 6080, "path": "/" },
+        "placeholders": { "count": 8 },
+        "template": {
+            "metadata": { "annotations": { "test.cadbroker.io/start-delay": "0s" } },
+            "spec": {
+                "priorityClassName": "cadbroker-workstation",
+                "nodeSelector": { "kubernetes.io/hostname": PLACEHOLDER_NODE },
+                "containers": [{ "name": "desktop", "image": "cadbroker.invalid/desktop:test",
+                    "resources": { "limits": { "nvidia.com/gpu": "1" } } }] } }
+    });
+    create_pool_spec(&client, &ns, "cad", spec).await;
+    let broker = broker(&ns).await;
+    // The node is full: every placeholder runs there, or (where a neighbouring test's pod took
+    // a GPU of it) waits as unschedulable.
+    wait_until("placeholders fill the node", async || {
+        let ps = placeholder_pods(&client, &ns).await;
+        ps.len() == 8 && ps.iter().all(|p| is_running(p) || is_unschedulable(p)) && ps.iter().any(is_running)
+    })
+    .await;
+    let placeholders = placeholder_pods(&client, &ns).await;
+    for p in &placeholders {
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(spec.priority_class_name.as_deref(), Some("cadbroker-placeholder"));
+        assert_eq!(spec.priority, Some(-5), "the PriorityClass applied");
+        assert_eq!(p.metadata.owner_references.as_ref().unwrap()[0].kind, "CapacityPool");
+    }
+    let running_before: Vec<String> =
+        placeholders.iter().filter(|p| is_running(p)).filter_map(|p| p.metadata.uid.clone()).collect();
+    // Placeholders are not workstations: nothing to claim, so the request starts one.
+    let token = broker.token("alice", &[]);
+    let (status, body) = broker.request(&token, "cad").await;
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let ready = broker.wait_phase(&token, &id, "Ready").await;
+    assert_eq!(ready["node"], PLACEHOLDER_NODE);
+    let after = placeholder_pods(&client, &ns).await;
+    let live = live_uids(&after);
+    assert!(
+        running_before.iter().any(|n| !live.contains(n)),
+        "a running placeholder was preempted: before {running_before:?}, now {live:?}"
+    );
+    // The pool creates placeholders again up to its max (recent demand also raised the warm
+    // buffer, and warm workstations preempt placeholders too), and with the node full the new
+    // one stays Pending as Unschedulable.
+    let is_workstation =
+        |p: &Pod| p.metadata.labels.as_ref().is_some_and(|l| l.contains_key("cadbroker.io/pool"));
+    let mut pending = String::new();
+    let mut seen = String::new();
+    wait_until("the placeholders are back, a new one unschedulable", async || {
+        let all = pods(&client, &ns).await;
+        let live: Vec<&Pod> = all.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+        let workstations = live.iter().filter(|p| is_workstation(p)).count();
+        let placeholders: Vec<&&Pod> = live.iter().filter(|p| !is_workstation(p)).collect();
+        let waiting = placeholders
+            .iter()
+            .find(|p| is_unschedulable(p) && !running_before.contains(p.metadata.name.as_ref().unwrap()));
+        if let Some(p) = waiting {
+            pending = p.metadata.name.clone().unwrap();
+        }
+        seen = format!("{workstations} workstations, {} placeholders", placeholders.len());
+        workstations + placeholders.len() == 9 && waiting.is_some()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let still = Api::<Pod>::namespaced(client.clone(), &ns).get(&pending).await.unwrap();
+    assert!(is_unschedulable(&still), "{pending} stays pending ({seen}): {:?}", still.status);
+    let (_, session) = broker.call(Method::GET, &format!("/api/v1/sessions/{id}"), Some(&token), None).await;
+    assert_eq!(session["phase"], "Ready");
+    let live: Vec<Pod> =
+        pods(&client, &ns).await.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+    assert!(live.len() <= 9, "workstations and placeholders never exceed max: {seen}");
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn decisions_are_events_on_the_pool_that_any_broker_reads_back() {
+    let client = client().await;
+    let ns = temp_namespace(&client).await;
+    create_pool(&client, &ns, "cad", 4, 1, 1, "0s").await;
+    let first = broker(&ns).await;
+    wait_until("a warm pod runs", async || running_pods(&client, &ns).await == 1).await;
+    let admin = first.admin_token("root");
+    let mut decisions = serde_json::Value::Null;
+    wait_until("the scale-up reads back", async || {
+        let (_, d) = first.call(Method::GET, "/api/v1/pools/cad/decisions", Some(&admin), None).await;
+        decisions = d;
+        decisions.as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    assert_eq!(decisions[0]["kind"], "ScaleUp", "{decisions}");
+    assert!(decisions[0]["reason"].as_str().unwrap().starts_with("warm 0 -> 1"), "{decisions}");
+    assert_eq!(decisions[0]["inputs"]["warmTo"], 1);
+    // The Event on the pool, as `kubectl describe capacitypool` shows it.
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let event = events
+        .items
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("WarmTargetChanged"))
+        .expect("a WarmTargetChanged Event");
+    assert_eq!(event.type_.as_deref(), Some("Normal"));
+    assert_eq!(event.regarding.as_ref().unwrap().kind.as_deref(), Some("CapacityPool"));
+    assert_eq!(event.note.as_deref(), decisions[0]["reason"].as_str());
+    // The autoscaler's memory is in the pool's status, so passes do not decide it again.
+    let pool = Api::<cadbroker::crd::CapacityPool>::namespaced(client.clone(), &ns).get("cad").await.unwrap();
+    assert_eq!(pool.status.unwrap().autoscaler.unwrap().warm, 1);
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // A second broker (it does not hold the Lease) reads the same decisions from the cluster.
+    let second = broker(&ns).await;
+    let (status, again) = second
+        .call(Method::GET, "/api/v1/pools/cad/decisions", Some(&second.admin_token("root")), None)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{again}");
+    let ups = again.as_array().unwrap().iter().filter(|d| d["kind"] == "ScaleUp").count();
+    assert_eq!(ups, 1, "one decision, not one per pass: {again}");
+    assert_eq!(again[0], decisions[0]);
+    let (status, _) = second
+        .call(Method::GET, "/api/v1/pools/cad/decisions", Some(&second.token("alice", &[])), None)
+        .await;
+    assert_eq!(status, reqwest::StatusCode::FORBIDDEN);
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn a_desktop_back_within_the_reconnect_grace_stays_and_one_closed_for_longer_is_ended() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let client = client().await;
+    let ns = temp_namespace(&client).await;
+    let spec = serde_json::json!({
+        "displayName": "cad", "capacity": { "min": 0, "max": 2, "warm": 1 },
+        "access": { "allAuthenticated": true }, "connect": { "port": 6080, "path": "/" },
+        "limits": { "idleTimeout": "1h", "maxLifetime": "10h", "warnBefore": "2s", "reconnectGrace": "3s" },
+        "template": {
+            "metadata": { "annotations": { "test.cadbroker.io/start-delay": "0s" } },
+            "spec": { "containers": [{ "name": "desktop", "image": "cadbroker.invalid/desktop:test",
+                "resources": { "limits": { "nvidia.com/gpu": "1" } } }] } }
+    });
+    create_pool_spec(&client, &ns, "cad", spec).await;
+    let broker = broker(&ns).await;
+    wait_until("a warm pod runs", async || running_pods(&client, &ns).await == 1).await;
+    let token = broker.token("alice", &[]);
+    let (status, session) = broker.request(&token, "cad").await;
+    assert_eq!(status, StatusCode::CREATED, "{session}");
+    let id = session["id"].as_str().unwrap().to_owned();
+    // The desktop listens on the pod's (loopback) IP, as a real one would.
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns)
+        .get(session["workstation"].as_str().unwrap())
+        .await
+        .unwrap();
+    let ip: std::net::IpAddr = pod.status.unwrap().pod_ip.unwrap().parse().unwrap();
+    let _desktop = fake_desktop((ip, 6080).into()).await;
+    let (cookie, page) = broker.open_desktop(session["connectUrl"].as_str().unwrap()).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let url = format!("{}/connect/{id}/websockify", broker.base.replacen("http", "ws", 1));
+    let open = async || {
+        let mut req = url.as_str().into_client_request().unwrap();
+        req.headers_mut().insert("origin", broker.base.parse().unwrap());
+        req.headers_mut().insert("cookie", cookie.parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("the desktop's WebSocket opens");
+        ws.send(Message::text("drawing")).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("drawing"));
+        ws
+    };
+    let sessions = Api::<WorkstationSession>::namespaced(client.clone(), &ns);
+    let disconnected_at = async || {
+        let cr = sessions.get(&id).await.unwrap();
+        cr.metadata.annotations.and_then(|a| a.get("cadbroker.io/disconnected-at").cloned())
+    };
+    // The tab closes: the gateway reports the disconnect, the session records it.
+    let mut ws = open().await;
+    ws.close(None).await.unwrap();
+    drop(ws);
+    wait_until("the disconnect is recorded on the session", async || disconnected_at().await.is_some()).await;
+    let first = disconnected_at().await;
+    // Back within the 3 s grace: the reconnect is written as activity at once and lifts it.
+    let mut ws = open().await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let (_, now) = broker.call(Method::GET, &format!("/api/v1/sessions/{id}"), Some(&token), None).await;
+    assert_eq!(now["phase"], "Ready", "{now}");
+    assert!(now.get("warning").is_none_or(|w| w.is_null()), "no warning after a reconnect: {now}");
+    // Closed for good this time.
+    ws.close(None).await.unwrap();
+    drop(ws);
+    wait_until("the second disconnect is recorded", async || disconnected_at().await != first).await;
+    // Not back within the grace: warned when it runs out, ended 2 s later, as idle.
+    let ended = broker.wait_phase(&token, &id, "Ended").await;
+    assert_eq!(ended["endReason"], "IdleTimeout", "{ended}");
+    let (_, decisions) = broker
+        .call(Method::GET, "/api/v1/pools/cad/decisions", Some(&broker.admin_token("root")), None)
+        .await;
+    let culled = decisions.as_array().unwrap().iter().find(|d| d["kind"] == "End").cloned();
+    let reason = culled.as_ref().and_then(|d| d["reason"].as_str()).unwrap_or_default().to_owned();
+    assert!(reason.contains("reconnect grace"), "{decisions}");
+    assert!(culled.unwrap()["inputs"]["disconnectedAt"].is_string());
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_placeholder_the_cluster_refuses_is_reported_on_its_pool() {
+    // The refusal provoked here is a 403 from the Priority admission plugin. The chart tests
+    // rerun this suite as the chart's ServiceAccount and fail on any Forbidden (an RBAC gap);
+    // this test is about reporting, not RBAC, so it runs with the tests' own identity only.
+    if std::env::var_os("CADBROKER_TEST_BROKER_KUBECONFIG").is_some() {
+        return;
+    }
+    let client = client().await;
+    let ns = temp_namespace(&client).await;
+    let spec = serde_json::json!({
+        "capacity": { "min": 0, "max": 2, "warm": 0 }, "access": { "allAuthenticated": true },
+        "placeholders": { "count": 1, "priorityClassName": "no-such-class" },
+        "template": { "spec": { "containers": [{ "name": "desktop", "image": "cadbroker.invalid/desktop:test",
+            "resources": { "limits": { "nvidia.com/gpu": "1" } } }] } }
+    });
+    create_pool_spec(&client, &ns, "cad", spec).await;
+    let broker = broker(&ns).await;
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns);
+    wait_until("a Warning on the pool names the missing PriorityClass", async || {
+        events.list(&ListParams::default()).await.unwrap().items.iter().any(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("CapacityPool")
+                && e.note.as_deref().is_some_and(|n| n.contains("no-such-class"))
+        })
+    })
+    .await;
+    assert!(placeholder_pods(&client, &ns).await.is_empty());
+    broker.stop().await;
 }

@@ -26,6 +26,7 @@ use crate::domain::{Access, Capacity, ConnectSpec, SessionLimits};
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.spec.capacity.warm <= self.spec.capacity.max").message("capacity.warm must not exceed capacity.max"),
     validation = Rule::new("self.spec.capacity.min <= self.spec.capacity.max").message("capacity.min must not exceed capacity.max"),
+    validation = Rule::new("!has(self.spec.placeholders) || self.spec.placeholders.count <= self.spec.capacity.max").message("placeholders.count must not exceed capacity.max"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CapacityPoolSpec {
@@ -55,6 +56,37 @@ pub struct CapacityPoolSpec {
     /// where the template leaves it open.
     #[schemars(schema_with = "preserve_unknown")]
     pub template: PodTemplateSpec,
+    /// Low-priority placeholder pods that hold room for this pool's workstations on GPU nodes,
+    /// so that the cluster autoscaler adds nodes ahead of demand. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placeholders: Option<PlaceholderSpec>,
+}
+
+/// Placeholder pods of a pool. Each asks for what one workstation asks for (the template's
+/// resources, node selector, tolerations, affinity and runtime class, and its image, so that a
+/// new node pulls it ahead of the first workstation), runs nothing but `sleep`, and has a
+/// PriorityClass below every real workload: a workstation that finds no room preempts one,
+/// and the placeholder the pool then creates again stays Pending, which is what makes the
+/// cluster autoscaler add a node. Workstations and placeholders together never exceed
+/// `capacity.max`: placeholders give way as workstations fill the pool.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaceholderSpec {
+    /// How many placeholder pods to keep (at most `capacity.max`; 0 keeps none).
+    #[serde(default)]
+    pub count: u32,
+    /// PriorityClass of the placeholder pods: a negative value with `preemptionPolicy: Never`
+    /// (the chart creates `cadbroker-placeholder`). Workstation templates set
+    /// `priorityClassName` to a higher class (the chart's `cadbroker-workstation`).
+    #[serde(default = "default_placeholder_class")]
+    pub priority_class_name: String,
+}
+
+/// The PriorityClass the chart creates for placeholders (`priorityClasses.placeholder.name`).
+pub const DEFAULT_PLACEHOLDER_CLASS: &str = "cadbroker-placeholder";
+
+fn default_placeholder_class() -> String {
+    DEFAULT_PLACEHOLDER_CLASS.into()
 }
 
 /// How the pool is used right now, written by the leader.
@@ -80,6 +112,33 @@ pub struct CapacityPoolStatus {
     /// so that a busy pool does not cost a status write per claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
+    /// The autoscaler's memory: the warm target in force and its cooldown. Kept here because
+    /// every allocator pass, and every restarted or newly elected broker, rebuilds its state
+    /// from the cluster; without it a lower target would apply at once instead of after
+    /// `scaleDownCooldown`. Written whenever it changes, not only every 10 seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaler: Option<AutoscalerMemory>,
+}
+
+/// What the autoscaler remembers of one pool between passes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalerMemory {
+    /// The warm buffer target in force.
+    #[serde(default)]
+    pub warm: u32,
+    /// Since when (RFC 3339) the computed target has been below `warm`; null while it is not.
+    /// Written as null rather than left out, so that a merge patch clears it.
+    #[serde(default)]
+    pub below_since: Option<String>,
+    /// The highest target computed since `belowSince` (what the buffer drops to when the
+    /// cooldown has passed); null while the target is not below `warm`.
+    #[serde(default)]
+    pub below_peak: Option<u32>,
+    /// Whether holding `warm` for the cooldown was already recorded as a decision (once per
+    /// level).
+    #[serde(default)]
+    pub hold_recorded: bool,
 }
 
 /// The pod template schema is the largest part of the CRD; the API server validates pods

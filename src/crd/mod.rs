@@ -9,7 +9,10 @@ mod capacity_pool;
 #[allow(clippy::duplicated_attributes)]
 mod workstation_session;
 
-pub use capacity_pool::{CapacityPool, CapacityPoolSpec, CapacityPoolStatus};
+pub use capacity_pool::{
+    AutoscalerMemory, CapacityPool, CapacityPoolSpec, CapacityPoolStatus, DEFAULT_PLACEHOLDER_CLASS,
+    PlaceholderSpec,
+};
 pub use workstation_session::{
     EndRequest, WorkstationSession, WorkstationSessionSpec, WorkstationSessionStatus,
 };

@@ -1,16 +1,17 @@
 //! Decisions: what the autoscaler and the culler decided, with the inputs and a one-line
 //! reason an admin can read ("warm 2 -> 5: schedule window weekday-peak …"). Reconcile returns
 //! them as [`Action::Record`](super::Action::Record) next to the actions they explain; the shell
-//! keeps the recent ones per pool (and, in cluster mode, turns them into Kubernetes Events).
+//! keeps the recent ones per pool (and, in cluster mode, publishes them as Kubernetes Events on
+//! the pool, from which any replica reads them back: hence `Deserialize`).
 
 use jiff::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{EndReason, PoolName, SessionId};
 
 /// What kind of decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 pub enum DecisionKind {
     /// The warm buffer target went up.
     ScaleUp,
@@ -25,7 +26,7 @@ pub enum DecisionKind {
 }
 
 /// One decision about a pool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Decision {
     /// Pool decided about.
@@ -48,7 +49,7 @@ pub struct Decision {
 
 /// The values a decision was taken on. Scaling decisions fill the first group, culling
 /// decisions the second; absent values are left out.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DecisionInputs {
     /// Warm target before the decision.

@@ -1,23 +1,39 @@
-//! One allocator pass, pure: restore the domain state from a snapshot, decide every pending
-//! request, end what the API asked to end, reconcile, and plan the writes.
+//! One allocator pass, pure: restore the domain state from a snapshot (and the autoscaler's
+//! memory from the pools' status), decide every pending request, end what the API asked to
+//! end, apply recorded activity and disconnects, reconcile, and plan the writes: workstations,
+//! sessions, pools and placeholders. The decisions taken on the way come back too, for the
+//! shell to publish.
 
 use jiff::Timestamp;
 
 use super::{
+    disconnect, placeholder,
     plan::{Write, plan},
     restore::{Snapshot, restore},
+    scale_memory,
 };
 use crate::{
     domain::{
-        Action, Caller, NewSession, RequestDecision, Session, SessionPhase, apply, decide_request, settle,
+        Action, Caller, Decision, NewSession, RequestDecision, Session, SessionPhase, apply, decide_request,
+        settle,
     },
     service::engine::EnginePolicy,
 };
 
-/// The writes one pass asks for.
-pub fn pass(snapshot: &Snapshot, namespace: &str, policy: EnginePolicy, now: Timestamp) -> Vec<Write> {
+/// What one pass asks for.
+#[derive(Debug, Default)]
+pub struct Pass {
+    /// Writes that make the cluster match the decisions.
+    pub writes: Vec<Write>,
+    /// Scaling and culling decisions taken in this pass, in order, to publish as Events.
+    pub decisions: Vec<Decision>,
+}
+
+/// The writes one pass asks for, and the decisions behind them.
+pub fn pass(snapshot: &Snapshot, namespace: &str, policy: EnginePolicy, now: Timestamp) -> Pass {
     let restored = restore(snapshot, now);
     let mut state = restored.state;
+    scale_memory::restore(&mut state, snapshot, now);
     let mut duplicates = Vec::new();
     for intent in restored.intents {
         // The API replica that wrote the intent checked pool access with the caller's token;
@@ -57,8 +73,22 @@ pub fn pass(snapshot: &Snapshot, namespace: &str, policy: EnginePolicy, now: Tim
     for session in restored.activity {
         apply(&mut state, &Action::Touch { session }, now);
     }
-    settle(&mut state, now, policy.reconcile);
-    plan(&state, snapshot, namespace, &duplicates, now)
+    // After the activity: a disconnect counts only when later than the last activity, and it
+    // is applied at the time it happened (the reconnect grace runs from then).
+    for (session, at) in disconnect::disconnects(snapshot) {
+        apply(&mut state, &Action::Disconnect { session }, at);
+    }
+    let applied = settle(&mut state, now, policy.reconcile);
+    let decisions = applied
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Record(d) => Some(*d),
+            _ => None,
+        })
+        .collect();
+    let mut writes = plan(&state, snapshot, namespace, &duplicates, now);
+    writes.extend(placeholder::plan_placeholders(&state, snapshot, namespace));
+    Pass { writes, decisions }
 }
 
 #[cfg(test)]
@@ -97,17 +127,30 @@ mod tests {
     #[test]
     fn an_empty_pool_with_a_warm_buffer_gets_warm_pods_owned_by_the_pool() {
         let snapshot = Snapshot { pools: vec![Arc::new(pool(2))], ..Snapshot::default() };
-        let writes = pass(&snapshot, "ns", POLICY, Timestamp::now());
+        let writes = pass(&snapshot, "ns", POLICY, Timestamp::now()).writes;
         let creates: Vec<_> = writes.iter().filter(|w| matches!(w, Write::CreatePod { .. })).collect();
         assert_eq!(creates.len(), 2, "{writes:#?}");
     }
 
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
     fn running_pod(name: &str) -> Arc<k8s_openapi::api::core::v1::Pod> {
+        pod(name, None)
+    }
+
+    /// A running, ready pod of pool `cad`, held by `session` if given.
+    fn pod(name: &str, session: Option<&str>) -> Arc<k8s_openapi::api::core::v1::Pod> {
+        let mut labels =
+            serde_json::json!({ "app.kubernetes.io/managed-by": "cadbroker", "cadbroker.io/pool": "cad" });
+        if let Some(s) = session {
+            labels["cadbroker.io/session"] = serde_json::json!(s);
+        }
         Arc::new(
             serde_json::from_value(serde_json::json!({
-                "metadata": { "name": name, "namespace": "ns", "uid": format!("uid-{name}"),
-                    "resourceVersion": "7", "creationTimestamp": "2026-11-30T08:00:00Z",
-                    "labels": { "app.kubernetes.io/managed-by": "cadbroker", "cadbroker.io/pool": "cad" } },
+                "metadata": { "name": name, "namespace": "ns", "uid": format!("uid-{name}"), "resourceVersion": "1",
+                    "creationTimestamp": "2026-03-10T07:00:00Z", "labels": labels },
                 "spec": { "nodeName": "gpu-node-1", "containers": [{ "name": "d", "image": "x" }] },
                 "status": { "phase": "Running", "podIP": "127.1.0.9",
                     "conditions": [{ "type": "Ready", "status": "True" }] }
@@ -136,7 +179,7 @@ mod tests {
             pods: vec![running_pod("cad-ws-1"), running_pod("cad-ws-2")],
         };
         let now: Timestamp = "2026-11-30T08:01:01Z".parse().unwrap();
-        let writes = pass(&snapshot, "ns", POLICY, now);
+        let writes = pass(&snapshot, "ns", POLICY, now).writes;
         let statuses: Vec<_> = writes
             .iter()
             .filter_map(|w| match w {
@@ -170,7 +213,9 @@ mod tests {
             )],
             pods: vec![running_pod("cad-ws-1")],
         };
-        let writes = pass(&snapshot, "ns", POLICY, now);
+        let mut writes = pass(&snapshot, "ns", POLICY, now).writes;
+        // The pool's own status (counts, autoscaler memory) is not the session's.
+        writes.retain(|w| !matches!(w, Write::PoolStatus { .. }));
         assert_eq!(
             writes,
             [Write::DeletePod {
@@ -179,5 +224,96 @@ mod tests {
                 session: Some("cad-ws-1".into())
             }],
         );
+    }
+
+    fn with_status(mut pool: CapacityPool, status: serde_json::Value) -> Arc<CapacityPool> {
+        pool.status = Some(serde_json::from_value(status).unwrap());
+        Arc::new(pool)
+    }
+
+    fn deletes(writes: &[Write]) -> usize {
+        writes.iter().filter(|w| matches!(w, Write::DeletePod { .. })).count()
+    }
+
+    fn stored_memory(writes: &[Write]) -> Option<crate::crd::AutoscalerMemory> {
+        writes.iter().find_map(|w| match w {
+            Write::PoolStatus { status, .. } => status.autoscaler.clone(),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn a_pass_after_a_restore_keeps_the_warm_level_for_the_cooldown() {
+        // Warm 4 held since 08:00 while the target (capacity.warm 2) is lower; cooldown 10m.
+        let status = serde_json::json!({ "warm": 4, "updatedAt": "2026-03-10T08:05:00Z",
+            "autoscaler": { "warm": 4, "belowSince": "2026-03-10T08:00:00Z", "belowPeak": 2, "holdRecorded": true } });
+        let pods: Vec<_> = (1..=4).map(|i| pod(&format!("cad-ws-{i}"), None)).collect();
+        let snapshot = Snapshot { pools: vec![with_status(pool(2), status)], pods, ..Snapshot::default() };
+        let during = pass(&snapshot, "ns", POLICY, t("2026-03-10T08:05:01Z"));
+        assert_eq!(deletes(&during.writes), 0, "still cooling down: {:#?}", during.writes);
+        assert!(during.decisions.is_empty(), "the hold was recorded before the restore");
+        assert!(stored_memory(&during.writes).is_none(), "nothing changed, nothing written");
+
+        let after = pass(&snapshot, "ns", POLICY, t("2026-03-10T08:10:00Z"));
+        assert_eq!(deletes(&after.writes), 2, "{:#?}", after.writes);
+        assert_eq!(after.decisions.len(), 1);
+        assert_eq!(after.decisions[0].kind, crate::domain::DecisionKind::ScaleDown);
+        // Written at once, though the counts were written under 10 s ago.
+        let stored = stored_memory(&after.writes).expect("the new level is written");
+        assert_eq!((stored.warm, stored.below_since), (2, None));
+    }
+
+    #[test]
+    fn without_its_memory_a_pass_would_drop_the_buffer_at_once() {
+        // What cluster mode did before the memory was kept in the status.
+        let pods: Vec<_> = (1..=4).map(|i| pod(&format!("cad-ws-{i}"), None)).collect();
+        let snapshot = Snapshot { pools: vec![Arc::new(pool(2))], pods, ..Snapshot::default() };
+        let first = pass(&snapshot, "ns", POLICY, t("2026-03-10T08:05:01Z"));
+        assert_eq!(deletes(&first.writes), 2);
+        assert_eq!(first.decisions[0].kind, crate::domain::DecisionKind::ScaleUp, "warm 0 -> 2");
+        assert_eq!(stored_memory(&first.writes).map(|m| m.warm), Some(2));
+    }
+
+    #[test]
+    fn a_recorded_disconnect_is_culled_after_the_reconnect_grace() {
+        // Default limits: reconnect grace 2m, warning 5m before the end.
+        let session: crate::crd::WorkstationSession = serde_json::from_value(serde_json::json!({
+            "apiVersion": "cadbroker.io/v1alpha1", "kind": "WorkstationSession",
+            "metadata": { "name": "s1", "namespace": "ns", "uid": "s1-uid", "annotations": {
+                "cadbroker.io/last-activity": "2026-03-10T08:59:00Z",
+                "cadbroker.io/disconnected-at": "2026-03-10T09:00:00Z" } },
+            "spec": { "user": "iss#alice", "pool": "cad", "requestedAt": "2026-03-10T08:00:00Z" },
+            "status": { "phase": "Ready", "pod": "cad-ws-1", "readyAt": "2026-03-10T08:00:01Z",
+                "lastActivity": "2026-03-10T08:59:00.5Z" }
+        }))
+        .unwrap();
+        let snapshot = Snapshot {
+            pools: vec![Arc::new(pool(0))],
+            sessions: vec![Arc::new(session.clone())],
+            pods: vec![pod("cad-ws-1", Some("s1"))],
+        };
+        let within = pass(&snapshot, "ns", POLICY, t("2026-03-10T09:01:30Z"));
+        assert!(within.decisions.iter().all(|d| d.kind != crate::domain::DecisionKind::Warn));
+        let after = pass(&snapshot, "ns", POLICY, t("2026-03-10T09:02:30Z"));
+        let warn =
+            after.decisions.iter().find(|d| d.kind == crate::domain::DecisionKind::Warn).expect("warned");
+        assert_eq!(warn.inputs.disconnected_at, Some(t("2026-03-10T09:00:00Z")));
+        assert!(warn.reason.contains("reconnect grace"), "{}", warn.reason);
+        let warned = after.writes.iter().find_map(|w| match w {
+            Write::SessionStatus { status, .. } => status.warning,
+            _ => None,
+        });
+        assert_eq!(warned.map(|w| w.ends_at), Some(t("2026-03-10T09:07:30Z")));
+
+        // Back within the grace: a later activity lifts the disconnect, so no warning.
+        let mut back = session;
+        back.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert("cadbroker.io/last-activity".into(), "2026-03-10T09:00:20Z".into());
+        let snapshot = Snapshot { sessions: vec![Arc::new(back)], ..snapshot };
+        let later = pass(&snapshot, "ns", POLICY, t("2026-03-10T09:03:30Z"));
+        assert!(later.decisions.is_empty(), "{:?}", later.decisions);
     }
 }

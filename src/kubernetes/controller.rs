@@ -6,7 +6,13 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tokio::{sync::watch, time::Instant};
 
-use super::{allocate::pass, execute::Writer, overlay::Overlay, store::Stores};
+use super::{
+    allocate::{Pass, pass},
+    events::Events,
+    execute::Writer,
+    overlay::Overlay,
+    store::Stores,
+};
 use crate::{service::engine::EnginePolicy, shutdown::Shutdown};
 
 /// Shortest time between two passes. Requests that take a ready warm pod never wait for a pass
@@ -21,6 +27,8 @@ pub struct Allocator {
     pub stores: Stores,
     /// Writes to the cluster.
     pub writer: Writer,
+    /// Publishes the decisions of each pass as Events on their pools.
+    pub events: Events,
     /// Namespace of everything.
     pub namespace: String,
     /// Domain policies.
@@ -31,7 +39,7 @@ pub struct Allocator {
 
 /// Runs the allocator until shutdown, passing only while `leading`.
 pub async fn run(allocator: Allocator, mut leading: watch::Receiver<bool>, mut shutdown: Shutdown) {
-    let Allocator { stores, writer, namespace, policy, interval } = allocator;
+    let Allocator { stores, writer, events, namespace, policy, interval } = allocator;
     tracing::debug!("allocator starting");
     let mut changes = stores.changes();
     tokio::select! {
@@ -55,9 +63,22 @@ pub async fn run(allocator: Allocator, mut leading: watch::Receiver<bool>, mut s
         tokio::time::sleep_until(last + MIN_GAP).await;
         changes.borrow_and_update();
         let snapshot = overlay.apply(stores.snapshot(), std::time::Instant::now());
-        let writes = pass(&snapshot, &namespace, policy, Timestamp::now());
+        let Pass { writes, decisions } = pass(&snapshot, &namespace, policy, Timestamp::now());
         last = Instant::now();
-        tracing::debug!(writes = writes.len(), "allocator pass");
+        tracing::debug!(writes = writes.len(), decisions = decisions.len(), "allocator pass");
+        for decision in &decisions {
+            tracing::info!(pool = %decision.pool, kind = ?decision.kind, reason = %decision.reason, "decision");
+        }
+        if !decisions.is_empty() {
+            // Best effort and off the allocator's path: an Event that is slow or refused must
+            // not hold up the next pass.
+            let events = events.clone();
+            tokio::spawn(async move {
+                for (seq, decision) in decisions.iter().enumerate() {
+                    events.pool_decision(decision, seq).await;
+                }
+            });
+        }
         if writes.is_empty() {
             continue;
         }

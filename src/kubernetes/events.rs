@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
-    Client, Resource,
+    Api, Client, Resource,
+    api::PostParams,
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
 
 use super::store::Stores;
+use crate::domain::Decision;
 
 /// How long one Event write may take before it is given up.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,16 +26,21 @@ pub struct Events {
     recorder: std::sync::Arc<Recorder>,
     stores: Stores,
     namespace: String,
+    /// Decision Events, written as they are (see `pool_decision`).
+    decisions: Api<k8s_openapi::api::events::v1::Event>,
+    instance: String,
 }
 
 impl Events {
     /// Events reported as `instance` of the cadbroker controller.
     pub fn new(client: &Client, namespace: &str, instance: String, stores: Stores) -> Self {
-        let reporter = Reporter { controller: "cadbroker".into(), instance: Some(instance) };
+        let reporter = Reporter { controller: "cadbroker".into(), instance: Some(instance.clone()) };
         Self {
             recorder: std::sync::Arc::new(Recorder::new(client.clone(), reporter)),
             stores,
             namespace: namespace.to_owned(),
+            decisions: Api::namespaced(client.clone(), namespace),
+            instance,
         }
     }
 
@@ -51,10 +58,28 @@ impl Events {
         }
     }
 
-    /// A Normal Event on a pool: one of the autoscaler's decisions.
-    pub async fn pool_decision(&self, name: &str, reason: &str, note: String) {
-        if let Some(pool) = self.stores.pool(&self.namespace, name) {
-            self.publish(pool.object_ref(&()), EventType::Normal, reason, "Scale", note).await;
+    /// A Normal Event on a pool recording one of the autoscaler's or the culler's decisions
+    /// (the `seq`-th of its pass), with the session it concerns as the related object. Written
+    /// directly rather than through the recorder: the recorder folds Events with the same
+    /// reason into one series and keeps the first note, and every decision must stay readable
+    /// on its own (`decisions::read`).
+    pub async fn pool_decision(&self, decision: &Decision, seq: usize) {
+        let Some(pool) = self.stores.pool(&self.namespace, decision.pool.as_str()) else { return };
+        let session =
+            decision.session.as_ref().and_then(|s| self.stores.session(&self.namespace, s.as_str()));
+        let event = super::decisions::build_decision_event(
+            decision,
+            pool.object_ref(&()),
+            session.map(|s| s.object_ref(&())),
+            seq,
+            &self.instance,
+        );
+        let params = PostParams::default();
+        let create = self.decisions.create(&params, &event);
+        match tokio::time::timeout(PUBLISH_TIMEOUT, create).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, pool = %decision.pool, "decision event not published"),
+            Err(_) => tracing::debug!(pool = %decision.pool, "decision event not published in time"),
         }
     }
 
@@ -89,7 +114,8 @@ pub fn short(e: &kube::Error) -> String {
     }
 }
 
-fn truncate(mut note: String) -> String {
+/// `note` cut to what the Events API accepts, on a character boundary.
+pub(super) fn truncate(mut note: String) -> String {
     if note.len() > MAX_NOTE {
         let mut end = MAX_NOTE;
         while !note.is_char_boundary(end) {

@@ -147,7 +147,9 @@ impl Writer {
                     Err(e) if is_status(e, 409) => true,
                     Err(e) => {
                         let session = pod_label(&pod, super::labels::SESSION);
-                        let pool = pod_label(&pod, super::labels::POOL);
+                        // A placeholder's failure (say, its PriorityClass is missing) shows on its pool.
+                        let pool = pod_label(&pod, super::labels::POOL)
+                            .or_else(|| pod_label(&pod, super::labels::PLACEHOLDER_FOR));
                         self.failed(Category::CreatePod, session, pool, e).await;
                         false
                     }

@@ -197,10 +197,15 @@ fn plan_pools(desired: &State, snapshot: &Snapshot, now: Timestamp, writes: &mut
             queued: c.queued,
             desired_warm_reason: current.desired_warm_reason.clone(),
             updated_at: current.updated_at.clone(),
+            autoscaler: Some(super::scale_memory::status_of(desired.memory(&name.into()).scale())),
         };
         let written_at = current.updated_at.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
         let due = written_at.is_none_or(|t| now.duration_since(t).unsigned_abs() >= POOL_STATUS_INTERVAL);
-        if current != status && due {
+        // The autoscaler's memory is written as soon as it changes, whatever the counts' rate
+        // limit: the next pass restores it from here, and a lost change would restart a
+        // cooldown or repeat a decision.
+        let remembered = current.autoscaler != status.autoscaler;
+        if (current != status && due) || remembered {
             status.updated_at = Some(now.to_string());
             writes.push(Write::PoolStatus { name: name.to_owned(), status });
         }

@@ -121,8 +121,12 @@ pub fn restore(snapshot: &Snapshot, now: Timestamp) -> Restored {
     let mut out = Restored { state: State::with_pools(pools.values().cloned()), ..Restored::default() };
     let mut held_by: HashMap<SessionId, WorkstationId> = HashMap::new();
     let mut max_number = 0;
-    let mut workstations: Vec<Workstation> =
-        snapshot.pods.iter().filter_map(|pod| workstation_of(pod, &pools)).collect();
+    let mut workstations: Vec<Workstation> = snapshot
+        .pods
+        .iter()
+        .filter(|pod| !super::placeholder::is_placeholder(pod))
+        .filter_map(|pod| workstation_of(pod, &pools))
+        .collect();
     claim_by_name(&mut workstations, &snapshot.sessions);
     release_extra_claims(&mut workstations);
     // Buffer pods' names become session names, so neither may be generated again while either

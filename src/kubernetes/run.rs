@@ -114,10 +114,11 @@ pub async fn start(
         shutdown.clone(),
     );
     tasks.spawn(lease);
-    let writer = Writer::new(&client, &cfg.namespace, metrics.clone(), events);
+    let writer = Writer::new(&client, &cfg.namespace, metrics.clone(), events.clone());
     let allocator = controller::Allocator {
         stores,
         writer,
+        events,
         namespace: cfg.namespace.clone(),
         policy,
         interval: broker.reconcile_interval,

@@ -28,8 +28,8 @@ use crate::service::read;
 use crate::{
     crd::{WorkstationSession, WorkstationSessionSpec, WorkstationSessionStatus},
     domain::{
-        Caller, EndReason, PoolName, PoolSpec, RequestError, Session, SessionId, SessionPhase, State,
-        WorkstationId,
+        Caller, Decision, EndReason, PoolName, PoolSpec, RequestError, Session, SessionId, SessionPhase,
+        State, WorkstationId,
     },
     service::{
         ConnectLinks, ConnectTarget, CreateSession, Created, PoolView, ServiceError, SessionEvent,
@@ -489,7 +489,8 @@ impl SessionService for KubeSessionService {
         let recent = session
             .last_activity
             .is_some_and(|t| crate::domain::time::elapsed(t, now) < self.settings.activity_interval);
-        if !recent {
+        // A pending disconnect is lifted only by a later activity: write it whatever the interval.
+        if !recent || self.away_since(id).is_some() {
             let patch = json!({ "metadata": { "annotations": { labels::LAST_ACTIVITY: now.to_string() } } });
             self.sessions
                 .patch(id.as_str(), &PatchParams::default(), &Patch::Merge(&patch))
@@ -501,5 +502,43 @@ impl SessionService for KubeSessionService {
 
     fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
         self.events.subscribe()
+    }
+
+    async fn decisions(&self, caller: &Caller, pool: &PoolName) -> Result<Vec<Decision>, ServiceError> {
+        if !caller.admin {
+            return Err(ServiceError::AdminOnly);
+        }
+        if self.state().pool(pool).is_none() {
+            return Err(ServiceError::PoolNotFound(pool.clone()));
+        }
+        // From the cluster, not from this replica's memory: every replica answers alike.
+        let events = Api::namespaced(self.sessions.clone().into_client(), &self.namespace);
+        super::decisions::read(&events, pool).await.map_err(api_error)
+    }
+
+    async fn record_disconnect(&self, id: &SessionId) -> Result<(), ServiceError> {
+        let state = self.state();
+        let session = state.session(id).ok_or_else(|| ServiceError::SessionNotFound(id.clone()))?;
+        if !session.phase.is_live() {
+            return Err(ServiceError::SessionEnded(id.clone()));
+        }
+        // The grace runs from the first disconnect, as in the domain: a pending one stays.
+        if self.away_since(id).is_none() {
+            let now = Timestamp::now().to_string();
+            let patch = json!({ "metadata": { "annotations": { labels::DISCONNECTED_AT: now } } });
+            self.sessions
+                .patch(id.as_str(), &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(api_error)?;
+        }
+        Ok(())
+    }
+}
+
+impl KubeSessionService {
+    /// When the session's desktop went away, if the cached object records a disconnect that no
+    /// later activity lifted.
+    fn away_since(&self, id: &SessionId) -> Option<Timestamp> {
+        self.stores.session(&self.namespace, id.as_str()).and_then(|cr| super::disconnect::away_since(&cr))
     }
 }

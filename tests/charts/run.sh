@@ -204,6 +204,13 @@ kind: CapacityPool
 metadata: { name: bad }
 spec: { capacity: { min: 0, max: 1, warm: 2 }, template: { spec: { containers: [] } } }
 EOF
+  expect_fail "a pool with more placeholders than max" "placeholders.count must not exceed capacity.max" \
+    k -n "$WS_NS" apply --server-side --dry-run=server -f - <<'EOF'
+apiVersion: cadbroker.io/v1alpha1
+kind: CapacityPool
+metadata: { name: bad }
+spec: { capacity: { min: 0, max: 1, warm: 0 }, placeholders: { count: 2 }, template: { spec: { containers: [] } } }
+EOF
 }
 
 # A kubeconfig holding only a token of the chart's ServiceAccount.
@@ -259,6 +266,7 @@ rbac_allowed() {
   can get leases.coordination.k8s.io/cadbroker-allocator "$WS_NS" yes
   can create events.events.k8s.io "$WS_NS" yes
   can create events "$WS_NS" yes
+  can list events.events.k8s.io "$WS_NS" yes
   can get customresourcedefinitions.apiextensions.k8s.io/workstationsessions.cadbroker.io - yes
   ksa auth can-i --list -n "$WS_NS" >"$WORK/sa-can-i-list.txt" 2>&1 || true
 }

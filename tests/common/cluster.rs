@@ -209,3 +209,120 @@ pub async fn live_holders(client: &Client, ns: &str) -> Vec<String> {
     held.sort();
     held
 }
+
+/// Creates a CapacityPool from its spec.
+pub async fn create_pool_spec(client: &Client, ns: &str, name: &str, spec: serde_json::Value) {
+    let pool: CapacityPool = serde_json::from_value(json!({
+        "apiVersion": "cadbroker.io/v1alpha1", "kind": "CapacityPool",
+        "metadata": { "name": name, "namespace": ns }, "spec": spec
+    }))
+    .unwrap();
+    Api::<CapacityPool>::namespaced(client.clone(), ns).create(&PostParams::default(), &pool).await.unwrap();
+}
+
+/// The chart's two PriorityClasses, created for the test if the cluster lacks them (the chart
+/// tests install them with the chart) and deleted again with the guard, so that a later
+/// `helm install` of the chart does not find objects it does not own.
+pub struct PriorityClasses(Vec<String>);
+
+pub async fn priority_classes(client: &Client) -> PriorityClasses {
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+    let api = Api::<PriorityClass>::all(client.clone());
+    let mut created = Vec::new();
+    for (name, value, preemption) in
+        [("cadbroker-workstation", 1000, "PreemptLowerPriority"), ("cadbroker-placeholder", -5, "Never")]
+    {
+        if api.get_opt(name).await.unwrap().is_some() {
+            continue;
+        }
+        let class: PriorityClass = serde_json::from_value(json!({
+            "metadata": { "name": name }, "value": value, "preemptionPolicy": preemption,
+            "description": "created by cadbroker's cluster tests"
+        }))
+        .unwrap();
+        match api.create(&PostParams::default(), &class).await {
+            Ok(_) => created.push(name.to_owned()),
+            // Another test created it meanwhile.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => panic!("creating PriorityClass {name}: {e}"),
+        }
+    }
+    PriorityClasses(created)
+}
+
+impl Drop for PriorityClasses {
+    fn drop(&mut self) {
+        let names = std::mem::take(&mut self.0);
+        if names.is_empty() {
+            return;
+        }
+        let deleted = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let api = Api::<k8s_openapi::api::scheduling::v1::PriorityClass>::all(client().await);
+                for name in names {
+                    let _ = api.delete(&name, &DeleteParams::default()).await;
+                }
+            });
+        });
+        let _ = deleted.join();
+    }
+}
+
+/// The namespace's placeholder pods.
+pub async fn placeholder_pods(client: &Client, ns: &str) -> Vec<Pod> {
+    let lp = ListParams::default().labels("cadbroker.io/role=placeholder");
+    Api::<Pod>::namespaced(client.clone(), ns).list(&lp).await.unwrap().items
+}
+
+/// Running, or refused by the scheduler for want of room.
+pub fn is_running(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+/// Pending with the scheduler's verdict `Unschedulable`: what the cluster autoscaler acts on.
+pub fn is_unschedulable(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            })
+        })
+}
+
+/// A desktop stand-in listening where a workstation pod's desktop would (the pod's loopback IP
+/// and the pool's connect port): `/` answers, `/websockify` echoes. Stops when dropped.
+pub struct FakeDesktop(tokio::task::JoinHandle<()>);
+
+impl Drop for FakeDesktop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub async fn fake_desktop(addr: std::net::SocketAddr) -> FakeDesktop {
+    use axum::{
+        Router,
+        extract::ws::{Message, WebSocketUpgrade},
+        routing::get,
+    };
+    assert!(addr.ip().is_loopback(), "tests send traffic to loopback only: {addr}");
+    let app = Router::new().route("/", get(|| async { "desktop" })).route(
+        "/websockify",
+        get(|ws: WebSocketUpgrade| async move {
+            ws.on_upgrade(|mut socket| async move {
+                while let Some(Ok(m)) = socket.recv().await {
+                    if matches!(m, Message::Close(_)) || socket.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await.expect("the pod's address is free on loopback");
+    FakeDesktop(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    }))
+}
