@@ -406,3 +406,44 @@ async fn a_placeholder_the_cluster_refuses_is_reported_on_its_pool() {
     assert!(placeholder_pods(&client, &ns).await.is_empty());
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_pool_schedule_sets_the_warm_buffer_and_a_misspelt_window_is_reported_not_fatal() {
+    let client = client().await;
+    let ns = temp_namespace(&client).await;
+    // Two windows open all day, every day; the first has a misspelt zone and must be ignored
+    // (it would ask for 4), the second asks for 2 over capacity.warm 0.
+    let spec = serde_json::json!({
+        "displayName": "cad", "capacity": { "min": 0, "max": 4, "warm": 0 },
+        "access": { "allAuthenticated": true }, "connect": { "port": 6080, "path": "/" },
+        "schedules": [
+            { "name": "typo", "timeZone": "Europe/Amsterdm", "start": "00:00", "end": "00:00", "warm": 4 },
+            { "name": "all-day", "timeZone": "Europe/Amsterdam", "start": "00:00", "end": "00:00", "warm": 2 }
+        ],
+        "autoscale": { "instantPercent": 0 },
+        "template": {
+            "metadata": { "annotations": { "test.cadbroker.io/start-delay": "0s" } },
+            "spec": { "containers": [{ "name": "desktop", "image": "cadbroker.invalid/desktop:test",
+                "resources": { "limits": { "nvidia.com/gpu": "1" } } }] } }
+    });
+    create_pool_spec(&client, &ns, "cad", spec).await;
+    let broker = broker(&ns).await;
+    wait_until("the schedule's buffer of 2 runs", async || running_pods(&client, &ns).await == 2).await;
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns);
+    let mut note = String::new();
+    wait_until("the misspelt window is reported on the pool", async || {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        let found = list.items.into_iter().find(|e| e.reason.as_deref() == Some("InvalidPoolSpec"));
+        note = found.and_then(|e| e.note).unwrap_or_default();
+        !note.is_empty()
+    })
+    .await;
+    assert!(note.contains("typo") && note.contains("Europe/Amsterdm"), "{note}");
+    let admin = broker.admin_token("root");
+    let (_, decisions) = broker.call(Method::GET, "/api/v1/pools/cad/decisions", Some(&admin), None).await;
+    let reasons = decisions.to_string();
+    assert!(reasons.contains("all-day"), "the scale-up names the window: {reasons}");
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(running_pods(&client, &ns).await, 2, "the ignored window asked for 4");
+    broker.stop().await;
+}

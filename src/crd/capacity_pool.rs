@@ -56,6 +56,13 @@ pub struct CapacityPoolSpec {
     /// where the template leaves it open.
     #[schemars(schema_with = "preserve_unknown")]
     pub template: PodTemplateSpec,
+    /// Time-zone aware windows that override `capacity.warm` and `capacity.min` while they are
+    /// open (correct across daylight-saving changes); the first open window wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<super::ScheduleWindowSpec>,
+    /// How recent demand raises the warm buffer and how long a higher level is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<super::AutoscaleTuning>,
     /// Low-priority placeholder pods that hold room for this pool's workstations on GPU nodes,
     /// so that the cluster autoscaler adds nodes ahead of demand. Off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]

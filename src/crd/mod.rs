@@ -6,6 +6,7 @@
 // kube's derive takes repeated `printcolumn(...)` attributes by design.
 #[allow(clippy::duplicated_attributes)]
 mod capacity_pool;
+mod schedule;
 #[allow(clippy::duplicated_attributes)]
 mod workstation_session;
 
@@ -13,6 +14,7 @@ pub use capacity_pool::{
     AutoscalerMemory, CapacityPool, CapacityPoolSpec, CapacityPoolStatus, DEFAULT_PLACEHOLDER_CLASS,
     PlaceholderSpec,
 };
+pub use schedule::{AutoscaleTuning, ScheduleWindowSpec};
 pub use workstation_session::{
     EndRequest, WorkstationSession, WorkstationSessionSpec, WorkstationSessionStatus,
 };

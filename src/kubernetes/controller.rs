@@ -50,6 +50,7 @@ pub async fn run(allocator: Allocator, mut leading: watch::Receiver<bool>, mut s
     let mut tick = tokio::time::interval(interval);
     let mut last = Instant::now();
     let mut overlay = Overlay::default();
+    let mut reported = ReportedProblems::default();
     loop {
         tokio::select! {
             _ = changes.changed() => {}
@@ -63,6 +64,7 @@ pub async fn run(allocator: Allocator, mut leading: watch::Receiver<bool>, mut s
         tokio::time::sleep_until(last + MIN_GAP).await;
         changes.borrow_and_update();
         let snapshot = overlay.apply(stores.snapshot(), std::time::Instant::now());
+        reported.report(&snapshot, &events);
         let Pass { writes, decisions } = pass(&snapshot, &namespace, policy, Timestamp::now());
         last = Instant::now();
         tracing::debug!(writes = writes.len(), decisions = decisions.len(), "allocator pass");
@@ -90,5 +92,35 @@ pub async fn run(allocator: Allocator, mut leading: watch::Receiver<bool>, mut s
             "allocator writes"
         );
         overlay.record(outcome.written, std::time::Instant::now());
+    }
+}
+
+/// Pools whose unusable spec parts were already reported, by the generation reported: each
+/// problem is published once per spec change, not once per pass.
+#[derive(Default)]
+struct ReportedProblems(std::collections::HashMap<String, i64>);
+
+impl ReportedProblems {
+    fn report(&mut self, snapshot: &super::restore::Snapshot, events: &super::events::Events) {
+        for pool in &snapshot.pools {
+            let (Some(name), generation) =
+                (pool.metadata.name.clone(), pool.metadata.generation.unwrap_or(0))
+            else {
+                continue;
+            };
+            if self.0.get(&name) == Some(&generation) {
+                continue;
+            }
+            self.0.insert(name.clone(), generation);
+            let problems = super::restore::pool_problems(pool);
+            if problems.is_empty() {
+                continue;
+            }
+            tracing::warn!(pool = %name, ?problems, "parts of the pool spec are ignored");
+            let events = events.clone();
+            tokio::spawn(async move {
+                events.warn_pool(&name, "InvalidPoolSpec", problems.join("; ")).await;
+            });
+        }
     }
 }

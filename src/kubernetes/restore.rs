@@ -72,10 +72,18 @@ pub fn pool_spec(pool: &CapacityPool) -> PoolSpec {
         access: spec.access.clone(),
         limits: spec.limits,
         connect: spec.connect.clone(),
-        // Schedules and demand tuning are not part of the v1alpha1 CapacityPool yet.
-        schedules: Vec::new(),
-        autoscale: Default::default(),
+        // Unusable windows and tuning are left out here and reported by `pool_problems`.
+        schedules: spec.schedules.iter().filter_map(|w| w.to_domain().ok()).collect(),
+        autoscale: spec.autoscale.as_ref().and_then(|a| a.to_domain().ok()).unwrap_or_default(),
     }
+}
+
+/// Why parts of a pool's spec are ignored: schedule windows or autoscale tuning whose values
+/// the domain cannot read (a misspelt time zone, a time like `7h30`, a duration like `15x`).
+pub fn pool_problems(pool: &CapacityPool) -> Vec<String> {
+    let windows = pool.spec.schedules.iter().filter_map(|w| w.to_domain().err());
+    let tuning = pool.spec.autoscale.as_ref().and_then(|a| a.to_domain().err());
+    windows.chain(tuning).collect()
 }
 
 /// The workstation a pod stands for, or `None` for pods that are not cadbroker workstations.

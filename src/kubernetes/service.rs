@@ -437,6 +437,8 @@ impl SessionService for KubeSessionService {
         let patch = json!({ "spec": {
             "displayName": spec.display_name, "description": spec.description, "gpuModel": spec.gpu_model,
             "capacity": spec.capacity, "access": spec.access, "limits": spec.limits, "connect": spec.connect,
+            "schedules": spec.schedules.iter().map(crate::crd::ScheduleWindowSpec::of).collect::<Vec<_>>(),
+            "autoscale": crate::crd::AutoscaleTuning::of(&spec.autoscale),
         }});
         let pools: Api<crate::crd::CapacityPool> =
             Api::namespaced(self.sessions.clone().into_client(), &self.namespace);
