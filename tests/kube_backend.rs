@@ -11,7 +11,7 @@ mod common;
 use cadbroker::crd::WorkstationSession;
 use common::cluster::{
     broker, client, create_pool, create_pool_spec, fake_desktop, is_running, is_unschedulable, live_holders,
-    placeholder_pods, pods, priority_classes, running_pods, temp_namespace, wait_until,
+    placeholder_pods, pods, pool_with, priority_classes, running_pods, temp_namespace, wait_until,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, api::ListParams};
@@ -307,15 +307,9 @@ async fn a_desktop_back_within_the_reconnect_grace_stays_and_one_closed_for_long
     use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
     let client = client().await;
     let ns = temp_namespace(&client).await;
-    let spec = serde_json::json!({
-        "displayName": "cad", "capacity": { "min": 0, "max": 2, "warm": 1 },
-        "access": { "allAuthenticated": true }, "connect": { "port": 6080, "path": "/" },
+    let spec = pool_with(serde_json::json!({
         "limits": { "idleTimeout": "1h", "maxLifetime": "10h", "warnBefore": "2s", "reconnectGrace": "3s" },
-        "template": {
-            "metadata": { "annotations": { "test.cadbroker.io/start-delay": "0s" } },
-            "spec": { "containers": [{ "name": "desktop", "image": "cadbroker.invalid/desktop:test",
-                "resources": { "limits": { "nvidia.com/gpu": "1" } } }] } }
-    });
+    }));
     create_pool_spec(&client, &ns, "cad", spec).await;
     let broker = broker(&ns).await;
     wait_until("a warm pod runs", async || running_pods(&client, &ns).await == 1).await;
@@ -413,19 +407,14 @@ async fn a_pool_schedule_sets_the_warm_buffer_and_a_misspelt_window_is_reported_
     let ns = temp_namespace(&client).await;
     // Two windows open all day, every day; the first has a misspelt zone and must be ignored
     // (it would ask for 4), the second asks for 2 over capacity.warm 0.
-    let spec = serde_json::json!({
-        "displayName": "cad", "capacity": { "min": 0, "max": 4, "warm": 0 },
-        "access": { "allAuthenticated": true }, "connect": { "port": 6080, "path": "/" },
+    let spec = pool_with(serde_json::json!({
+        "capacity": { "min": 0, "max": 4, "warm": 0 },
         "schedules": [
             { "name": "typo", "timeZone": "Europe/Amsterdm", "start": "00:00", "end": "00:00", "warm": 4 },
             { "name": "all-day", "timeZone": "Europe/Amsterdam", "start": "00:00", "end": "00:00", "warm": 2 }
         ],
         "autoscale": { "instantPercent": 0 },
-        "template": {
-            "metadata": { "annotations": { "test.cadbroker.io/start-delay": "0s" } },
-            "spec": { "containers": [{ "name": "desktop", "image": "cadbroker.invalid/desktop:test",
-                "resources": { "limits": { "nvidia.com/gpu": "1" } } }] } }
-    });
+    }));
     create_pool_spec(&client, &ns, "cad", spec).await;
     let broker = broker(&ns).await;
     wait_until("the schedule's buffer of 2 runs", async || running_pods(&client, &ns).await == 2).await;

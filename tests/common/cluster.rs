@@ -326,3 +326,20 @@ pub async fn fake_desktop(addr: std::net::SocketAddr) -> FakeDesktop {
         let _ = axum::serve(listener, app).await;
     }))
 }
+
+/// A CapacityPool spec for the tests: pool `cad` (max 2, warm 1), open to everyone, one GPU per
+/// workstation that starts at once; `extra`'s top-level fields replace or add to it.
+pub fn pool_with(extra: serde_json::Value) -> serde_json::Value {
+    let mut spec = json!({
+        "displayName": "cad", "capacity": { "min": 0, "max": 2, "warm": 1 },
+        "access": { "allAuthenticated": true }, "connect": { "port": 6080, "path": "/" },
+        "template": {
+            "metadata": { "annotations": { "test.cadbroker.io/start-delay": "0s" } },
+            "spec": { "containers": [{ "name": "desktop", "image": "cadbroker.invalid/desktop:test",
+                "resources": { "limits": { "nvidia.com/gpu": "1" } } }] } }
+    });
+    if let (Some(base), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        base.extend(extra.clone());
+    }
+    spec
+}
