@@ -15,9 +15,7 @@ pub use capacity_pool::{
     PlaceholderSpec,
 };
 pub use schedule::{AutoscaleTuning, ScheduleWindowSpec};
-pub use workstation_session::{
-    EndRequest, WorkstationSession, WorkstationSessionSpec, WorkstationSessionStatus,
-};
+pub use workstation_session::{WorkstationSession, WorkstationSessionSpec, WorkstationSessionStatus};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

@@ -40,22 +40,10 @@ pub struct WorkstationSessionSpec {
     /// The client's Idempotency-Key, if it sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
-    /// Set by the API when the user or an admin ends the session; the leader carries it out.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_requested: Option<EndRequest>,
 }
 
-/// A request to end a session.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, schemars::JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct EndRequest {
-    /// `UserEnded` or `AdminEnded`.
-    pub reason: EndReason,
-    /// When it was asked (RFC 3339).
-    pub at: String,
-}
-
-/// What became of the request, written by the leader.
+/// What became of the request: written by the leader, and the final status by the replica
+/// that ends the session through the API.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkstationSessionStatus {

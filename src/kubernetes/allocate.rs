@@ -63,13 +63,6 @@ pub fn pass(snapshot: &Snapshot, namespace: &str, policy: EnginePolicy, now: Tim
             }
         }
     }
-    for (session, reason) in restored.ends {
-        let ws = state.session(&session).and_then(|s| s.workstation.clone());
-        apply(&mut state, &Action::EndSession { session, reason }, now);
-        if let Some(workstation) = ws {
-            apply(&mut state, &Action::StopWorkstation { workstation }, now);
-        }
-    }
     for session in restored.activity {
         apply(&mut state, &Action::Touch { session }, now);
     }
@@ -274,10 +267,9 @@ mod tests {
         assert_eq!(stored_memory(&first.writes).map(|m| m.warm), Some(2));
     }
 
-    #[test]
-    fn a_recorded_disconnect_is_culled_after_the_reconnect_grace() {
-        // Default limits: reconnect grace 2m, warning 5m before the end.
-        let session: crate::crd::WorkstationSession = serde_json::from_value(serde_json::json!({
+    /// Session `s1` on pod `cad-ws-1`, Ready, its desktop disconnected at 09:00.
+    fn disconnected_session() -> crate::crd::WorkstationSession {
+        serde_json::from_value(serde_json::json!({
             "apiVersion": "cadbroker.io/v1alpha1", "kind": "WorkstationSession",
             "metadata": { "name": "s1", "namespace": "ns", "uid": "s1-uid", "annotations": {
                 "cadbroker.io/last-activity": "2026-03-10T08:59:00Z",
@@ -286,7 +278,24 @@ mod tests {
             "status": { "phase": "Ready", "pod": "cad-ws-1", "readyAt": "2026-03-10T08:00:01Z",
                 "lastActivity": "2026-03-10T08:59:00.5Z" }
         }))
-        .unwrap();
+        .unwrap()
+    }
+
+    fn with_written_status(
+        mut cr: crate::crd::WorkstationSession,
+        writes: &[Write],
+    ) -> crate::crd::WorkstationSession {
+        cr.status = writes.iter().find_map(|w| match w {
+            Write::SessionStatus { status, .. } => Some((**status).clone()),
+            _ => None,
+        });
+        cr
+    }
+
+    #[test]
+    fn a_recorded_disconnect_is_culled_after_the_reconnect_grace() {
+        // Default limits: reconnect grace 2m, warning 5m before the end.
+        let session = disconnected_session();
         let snapshot = Snapshot {
             pools: vec![Arc::new(pool(0))],
             sessions: vec![Arc::new(session.clone())],
@@ -315,5 +324,35 @@ mod tests {
         let snapshot = Snapshot { sessions: vec![Arc::new(back)], ..snapshot };
         let later = pass(&snapshot, "ns", POLICY, t("2026-03-10T09:03:30Z"));
         assert!(later.decisions.is_empty(), "{:?}", later.decisions);
+    }
+
+    #[test]
+    fn an_ended_sessions_pod_is_deleted_only_after_the_end_is_recorded() {
+        let pods = vec![pod("cad-ws-1", Some("s1"))];
+        let snapshot = |cr| Snapshot {
+            pools: vec![Arc::new(pool(0))],
+            sessions: vec![Arc::new(cr)],
+            pods: pods.clone(),
+        };
+        let warned = pass(&snapshot(disconnected_session()), "ns", POLICY, t("2026-03-10T09:02:30Z"));
+        let cr = with_written_status(disconnected_session(), &warned.writes);
+        // Past the warning's end: the session is ended by the allocator.
+        let ending = pass(&snapshot(cr.clone()), "ns", POLICY, t("2026-03-10T09:08:00Z"));
+        let ended = with_written_status(cr, &ending.writes);
+        let status = ended.status.as_ref().expect("the end is written");
+        assert_eq!(
+            (status.phase, status.end_reason),
+            (Some(SessionPhase::Ended), Some(crate::domain::EndReason::IdleTimeout))
+        );
+        assert_eq!(
+            deletes(&ending.writes),
+            0,
+            "the pod stays until the end is recorded: {:#?}",
+            ending.writes
+        );
+        // Killed here, a new broker finds the end recorded and the pod still there: it deletes it.
+        let next = pass(&snapshot(ended), "ns", POLICY, t("2026-03-10T09:08:01Z"));
+        assert_eq!(deletes(&next.writes), 1, "{:#?}", next.writes);
+        assert!(!next.writes.iter().any(|w| matches!(w, Write::SessionStatus { .. })), "{:#?}", next.writes);
     }
 }

@@ -5,7 +5,7 @@
 //! status write is a compare-and-swap on the session's resourceVersion, so a pass that read
 //! the cluster before an API replica ended a session cannot write it back to life.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     crd::{CapacityPoolStatus, WorkstationSessionStatus},
-    domain::{Session, SessionPhase, State, WorkstationPhase},
+    domain::{Session, SessionId, SessionPhase, State, WorkstationPhase},
 };
 
 /// One write to the cluster.
@@ -38,12 +38,6 @@ pub enum Write {
     DeleteSession { name: String },
     /// Replace a pool's status.
     PoolStatus { name: String, status: CapacityPoolStatus },
-}
-
-impl PartialEq for Owner {
-    fn eq(&self, other: &Self) -> bool {
-        (self.kind, &self.name, &self.uid) == (other.kind, &other.name, &other.uid)
-    }
 }
 
 fn rfc3339(t: Option<Timestamp>) -> Option<String> {
@@ -83,11 +77,17 @@ pub fn plan(
         .iter()
         .filter_map(|s| Some((s.metadata.name.as_deref()?, s.metadata.uid.as_deref()?)))
         .collect();
+    // Sessions whose object still shows them live: their pod goes only after their end is recorded.
+    let recorded_live: HashSet<&str> = snapshot
+        .sessions
+        .iter()
+        .filter(|s| !s.status.as_ref().and_then(|st| st.phase).is_some_and(SessionPhase::is_terminal))
+        .filter_map(|s| s.metadata.name.as_deref())
+        .collect();
     let pools: HashMap<&str, &crate::crd::CapacityPool> =
         snapshot.pools.iter().filter_map(|p| Some((p.metadata.name.as_deref()?, p.as_ref()))).collect();
     let mut writes = Vec::new();
     let mut pod_write_for: BTreeMap<String, String> = BTreeMap::new();
-    let mut deleting: Vec<String> = Vec::new();
     for ws in desired.workstations() {
         let name = ws.id.to_string();
         match pods.get(name.as_str()) {
@@ -122,11 +122,15 @@ pub fn plan(
             }
             None => {}
             // A pod is its session's by its label (started for it) or by its name (taken by a
-            // named request): there is no claim to write, only deletes.
+            // named request): there is no claim to write, only deletes. The pod of a session
+            // that is ending is deleted only once the session's object records the end (this
+            // pass writes it, the next deletes), so a broker killed in between leaves an
+            // ended session with a pod to delete, never a live one whose pod vanished.
             Some(pod)
-                if ws.phase == WorkstationPhase::Stopping && pod.metadata.deletion_timestamp.is_none() =>
+                if ws.phase == WorkstationPhase::Stopping
+                    && pod.metadata.deletion_timestamp.is_none()
+                    && !ending_unrecorded(desired, ws.session.as_ref(), &recorded_live) =>
             {
-                deleting.push(name.clone());
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
                 let session = ws.session.as_ref().map(ToString::to_string);
                 writes.push(Write::DeletePod { name, uid, session });
@@ -134,7 +138,8 @@ pub fn plan(
             Some(_) => {}
         }
     }
-    plan_sessions(desired, snapshot, &pod_write_for, &deleting, now, &mut writes);
+    let live_pods: HashSet<&str> = pods.keys().copied().collect();
+    plan_sessions(desired, snapshot, &pod_write_for, &live_pods, now, &mut writes);
     writes.extend(duplicates.iter().map(|name| Write::DeleteSession { name: name.clone() }));
     plan_pools(desired, snapshot, now, &mut writes);
     writes
@@ -144,7 +149,7 @@ fn plan_sessions(
     desired: &State,
     snapshot: &Snapshot,
     pod_write_for: &BTreeMap<String, String>,
-    deleting: &[String],
+    pods: &HashSet<&str>,
     now: Timestamp,
     writes: &mut Vec<Write>,
 ) {
@@ -162,9 +167,10 @@ fn plan_sessions(
         if session.phase.is_terminal() && status.node.is_none() {
             status.node = cr.status.as_ref().and_then(|s| s.node.clone());
         }
-        // Ending while its pod is deleted in this same pass: record the end now, one write fewer.
+        // Ending with its pod still there: record the end now; the pod is deleted on the next
+        // pass, once this record is in the cluster.
         if session.phase == SessionPhase::Ending
-            && session.workstation.as_ref().is_some_and(|w| deleting.iter().any(|d| d == w.as_str()))
+            && session.workstation.as_ref().is_some_and(|w| pods.contains(w.as_str()))
         {
             status.phase = Some(SessionPhase::Ended);
             status.ended_at = Some(now.to_string());
@@ -180,6 +186,13 @@ fn plan_sessions(
             });
         }
     }
+}
+
+/// Whether `session` is ending in `desired` while the cluster still records it live.
+fn ending_unrecorded(desired: &State, session: Option<&SessionId>, recorded_live: &HashSet<&str>) -> bool {
+    session.is_some_and(|s| {
+        recorded_live.contains(s.as_str()) && desired.session(s).is_some_and(|x| !x.phase.is_live())
+    })
 }
 
 /// Pool counts are written at most this often.

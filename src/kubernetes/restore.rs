@@ -49,8 +49,6 @@ pub struct Restored {
     pub state: State,
     /// New requests, oldest first.
     pub intents: Vec<Intent>,
-    /// Live sessions whose end was requested through the API.
-    pub ends: Vec<(SessionId, EndReason)>,
     /// Activity recorded by API replicas after the status's.
     pub activity: Vec<SessionId>,
 }
@@ -163,7 +161,7 @@ pub fn restore(snapshot: &Snapshot, now: Timestamp) -> Restored {
     for cr in sessions {
         restore_session(&mut out, cr, &held_by);
     }
-    account_for_missing_pods(&mut out.state, &out.ends, now);
+    account_for_missing_pods(&mut out.state, now);
     out
 }
 
@@ -237,7 +235,7 @@ fn release_extra_claims(workstations: &mut [Workstation]) {
 /// Sessions whose pod is not in the cache: a Starting one gets its pod back (the create is
 /// idempotent: the name comes from the session), an Ending one is over, one whose end was
 /// asked for ended, any other lost it.
-fn account_for_missing_pods(state: &mut State, ends: &[(SessionId, EndReason)], now: Timestamp) {
+fn account_for_missing_pods(state: &mut State, now: Timestamp) {
     let now_missing: Vec<(SessionId, SessionPhase, WorkstationId)> = state
         .live_sessions()
         .chain(state.sessions().filter(|s| s.phase == SessionPhase::Ending))
@@ -278,11 +276,6 @@ fn account_for_missing_pods(state: &mut State, ends: &[(SessionId, EndReason)], 
                 observe(state, &Observation::Gone { workstation: ws, lost: false }, now);
             }
             SessionPhase::Queued => {}
-            // Its end was asked for and its pod deleted (the broker died before writing the
-            // status): it ended as asked, it did not fail.
-            _ if let Some((_, reason)) = ends.iter().find(|(s, _)| *s == id) => {
-                apply(state, &Action::EndSession { session: id, reason: *reason }, now);
-            }
             _ => {
                 let fail = Action::FailSession {
                     session: id,
@@ -352,13 +345,8 @@ fn restore_session(out: &mut Restored, cr: &WorkstationSession, held_by: &HashMa
     session.message = pod_message.or_else(|| status.message.clone());
     let live = phase.is_live();
     out.state.restore_session(session);
-    if live {
-        if let Some(end) = &cr.spec.end_requested {
-            out.ends.push((id.clone(), end.reason));
-        }
-        if annotated.is_some_and(|a: Timestamp| status_activity.is_none_or(|s| a > s)) {
-            out.activity.push(id);
-        }
+    if live && annotated.is_some_and(|a: Timestamp| status_activity.is_none_or(|s| a > s)) {
+        out.activity.push(id);
     }
 }
 

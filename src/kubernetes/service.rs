@@ -1,7 +1,8 @@
 //! The session service of cluster mode: every replica answers the API from its watch caches
-//! and writes intents (new WorkstationSession objects, end requests, activity annotations);
-//! only the allocator decides. A create waits on the cache, not by polling, for the allocator's
-//! answer.
+//! and writes what users ask for: new WorkstationSession objects (named after a free warm pod,
+//! which is how a request takes it), the final status of a session it ends, activity and
+//! disconnect annotations. Everything else the allocator decides. A create that did not take a
+//! ready pod waits on the cache, not by polling, for the allocator's answer.
 
 use std::{
     sync::{Arc, Mutex, OnceLock},
@@ -193,9 +194,9 @@ impl KubeSessionService {
         &self,
         caller: &Caller,
         req: &CreateSession,
-        state: &State,
+        state: &Arc<State>,
     ) -> Result<(SessionId, Option<WorkstationId>), ServiceError> {
-        let mut state = Arc::new(state.clone());
+        let mut state = state.clone();
         for _ in 0..CLAIM_ATTEMPTS {
             let pod = self.claims.take(&state, &req.pool, std::time::Instant::now());
             let id = pod
@@ -243,7 +244,6 @@ impl KubeSessionService {
                 pool: req.pool.to_string(),
                 requested_at: Timestamp::now().to_string(),
                 idempotency_key: req.idempotency_key.clone(),
-                end_requested: None,
             },
             status: None,
         }
