@@ -24,7 +24,7 @@ use crate::{
         ConnectLinks, SessionService, controller,
         engine::{Engine, EnginePolicy},
     },
-    shutdown::{self, Shutdown, Trigger},
+    shutdown::{self, Trigger},
 };
 
 /// Why the broker could not start.
@@ -147,8 +147,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         portal,
     };
     tasks.spawn(gateway.clone().run(shutdown.clone()));
-    tasks.spawn(serve(public, http::router(state, limits).merge(gateway.router()), shutdown.clone()));
-    tasks.spawn(serve(admin, http::admin::router(AdminState { sessions, metrics }), shutdown));
+    tasks.spawn(http::server::serve(
+        public,
+        http::router(state, limits).merge(gateway.router()),
+        shutdown.clone(),
+    ));
+    tasks.spawn(http::server::serve(admin, http::admin::router(AdminState { sessions, metrics }), shutdown));
     let backend = backend_name(kind);
     tracing::info!(%public_addr, %admin_addr, backend, "cadbroker listening; portal at http://{public_addr}/portal/");
     Ok(Running { public_addr, admin_addr, engine, backend, gateway, trigger, tasks })
@@ -208,24 +212,4 @@ fn local_addr(listener: &TcpListener) -> Result<SocketAddr, StartError> {
     listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr: SocketAddr::from(([0, 0, 0, 0], 0)), source })
-}
-
-async fn serve(listener: TcpListener, router: axum::Router, mut shutdown: Shutdown) {
-    use axum::serve::ListenerExt as _;
-    // No Nagle delay on accepted connections (axum does not set it): a desktop stream through
-    // the gateway is many small writes, and a small frame must not wait for the previous one's
-    // ACK. nginx does the same on proxied WebSockets.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
-        }
-    });
-    // `into_make_service` hands each connection a cheap clone (an `Arc`) of the router; serving
-    // the `Router` itself deep-clones its route table per accepted connection.
-    let result = axum::serve(listener, router.into_make_service())
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "server stopped with an error");
-    }
 }

@@ -24,6 +24,7 @@ pub mod config;
 pub mod cookie;
 pub mod proxy;
 pub mod registry;
+mod relay;
 pub mod ticket;
 pub mod websocket;
 
@@ -86,6 +87,8 @@ pub struct Gateway {
     pub(crate) cut: CancellationToken,
     /// Running WebSocket relays.
     pub(crate) tunnels: TaskTracker,
+    /// The threads that relay WebSocket bytes.
+    pub(crate) relays: relay::Relays,
     activity: Mutex<Option<ActivityQueue>>,
 }
 
@@ -142,6 +145,7 @@ impl Gateway {
             closing,
             cut: CancellationToken::new(),
             tunnels: TaskTracker::new(),
+            relays: relay::Relays::default(),
             activity: Mutex::new(Some(queue)),
         }))
     }

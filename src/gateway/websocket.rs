@@ -4,13 +4,15 @@
 //! frame is decoded or re-encoded: messages, binary and large frames, pings and close frames
 //! pass as they are, so the desktop and the browser run the WebSocket protocol end to end.
 //!
-//! The relay copies each direction with its own buffer, writing everything it read before
-//! reading again, so a slow reader holds the other side back (TCP backpressure) instead of
-//! filling memory. When either side closes, the other is closed too (as nginx does). Buffers grow from 4 KiB to 64 KiB while data streams and shrink when it
-//! stops; the workstation side holds no buffer at all while idle. A frame-boundary tracker per
-//! direction lets the gateway end a connection cleanly: when the session ends (close code 1000)
-//! or the broker stops (1012, "service restart": reconnect), each side gets a close frame if
-//! the stream to it is between frames, then the connection is shut down.
+//! The relay runs on the gateway's relay threads ([`super::relay`]) when the upgraded
+//! connection is cadbroker's own listener's TCP stream (always, in the broker); a task here
+//! supervises it and closes it when the session ends (close code 1000) or the broker stops
+//! (1012, "service restart": reconnect). Served by another server, whose upgraded I/O cannot be
+//! taken back as a TCP stream, the relay runs in that task instead, with the same rules: each
+//! direction writes everything it read before reading again, so a slow reader holds the other
+//! side back (TCP backpressure); when either side closes, the other is closed too (as nginx
+//! does); buffers grow from 4 KiB to 64 KiB while data streams; a frame-boundary tracker per
+//! direction says whether a side may be sent a close frame.
 
 use std::{io, sync::Arc, time::Duration};
 
@@ -32,6 +34,7 @@ use super::{
     access::Access,
     proxy::{self, CONNECT_TIMEOUT},
     registry::ConnectionGuard,
+    relay::Tunnel,
 };
 use crate::http::error::ApiError;
 
@@ -41,13 +44,13 @@ const MAX_BUFFER: usize = 64 * 1024;
 /// How long the workstation may take to answer the upgrade.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long closing may take (close frames out, peers' close replies in).
-const CLOSE_TIMEOUT: Duration = Duration::from_millis(800);
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_millis(800);
 /// Close code and reason when the session ended (normal closure: do not reconnect).
 const SESSION_ENDED: (u16, &str) = (1000, "session ended");
 /// Close code and reason when the broker stops (service restart: reconnect).
 const BROKER_STOPPING: (u16, &str) = (1012, "broker restarting");
 /// Close code towards the workstation when the gateway ends the connection (going away).
-const GOING_AWAY: u16 = 1001;
+pub(crate) const GOING_AWAY: u16 = 1001;
 
 /// Whether the request asks for a WebSocket (`Connection: upgrade` and `Upgrade: websocket`).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
@@ -113,6 +116,22 @@ pub async fn forward(
         };
         // Now a desktop connection: the session's disconnect is reported when the last closes.
         guard.open_desktop();
+        // Served by cadbroker's own listener, the upgraded connection is the plain TCP stream:
+        // it goes to a relay thread. Any other I/O (a listener of another kind) is relayed here.
+        let client = match client.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let tunnel = match tunnel(parts, tcp, answer.rest, &guard) {
+                    Ok(tunnel) => tunnel,
+                    Err(e) => {
+                        tracing::debug!(session = %guard.session, error = %e, "gateway: WebSocket not relayed");
+                        return;
+                    }
+                };
+                supervise(&relay_gateway, &guard, tunnel).await;
+                return;
+            }
+            Err(client) => client,
+        };
         let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
         let upstream = (TcpReader(&tcp), TcpWriter(&tcp));
         let client = (Buffered(client_read), client_write);
@@ -120,6 +139,45 @@ pub async fn forward(
         relay(&relay_gateway, &guard, client, upstream, answer.rest).await;
     });
     Ok(response)
+}
+
+/// The tunnel of an upgraded connection taken back from the HTTP server.
+fn tunnel(
+    client: hyper::upgrade::Parts<TokioIo<TcpStream>>,
+    upstream: TcpStream,
+    greeting: Bytes,
+    guard: &ConnectionGuard,
+) -> io::Result<Tunnel> {
+    Ok(Tunnel {
+        client: client.io.into_inner().into_std()?,
+        upstream: upstream.into_std()?,
+        to_upstream_first: client.read_buf,
+        to_client_first: greeting,
+        activity: guard.activity.clone(),
+    })
+}
+
+/// Runs a tunnel on a relay thread until it is over; closes it when the session ends (1000)
+/// or the broker stops (1012).
+async fn supervise(gateway: &Gateway, guard: &ConnectionGuard, tunnel: Tunnel) {
+    let mut running = match gateway.relays.start(tunnel) {
+        Ok(running) => running,
+        Err(e) => {
+            tracing::warn!(session = %guard.session, error = %e, "gateway: no relay thread for a WebSocket");
+            return;
+        }
+    };
+    let ending = tokio::select! {
+        biased;
+        _ = &mut running.finished => None,
+        () = guard.cancel.cancelled() => Some(SESSION_ENDED),
+        () = gateway.closing.cancelled() => Some(BROKER_STOPPING),
+    };
+    if let Some((code, reason)) = ending {
+        tracing::debug!(session = %guard.session, code, reason, "gateway: closing a WebSocket");
+        running.close(code, reason);
+        let _ = running.finished.await;
+    }
 }
 
 /// The upgrade request as the workstation gets it (HTTP/1.1, origin form).
@@ -464,7 +522,7 @@ pub(crate) fn close_frame(code: u16, reason: &str, mask: Option<[u8; 4]>) -> Vec
     frame
 }
 
-fn mask() -> [u8; 4] {
+pub(crate) fn mask() -> [u8; 4] {
     let mut mask = [0u8; 4];
     // Masking keys must be unpredictable (RFC 6455 §5.3); a failed draw still yields a valid frame.
     let _ = aws_lc_rs::rand::fill(&mut mask);

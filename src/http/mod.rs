@@ -5,6 +5,7 @@ pub mod admin;
 pub mod api;
 pub mod error;
 pub mod extract;
+pub mod server;
 pub mod state;
 
 use std::time::{Duration, Instant};
