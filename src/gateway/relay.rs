@@ -389,6 +389,9 @@ impl Loop {
     }
 
     fn next_deadline(&self) -> Option<Duration> {
+        if self.closing.is_empty() {
+            return None;
+        }
         let now = Instant::now();
         self.closing.iter().map(|(at, _)| *at).min().map(|at| at.saturating_duration_since(now))
     }
