@@ -54,7 +54,7 @@ const IDLE_CONNECTIONS: usize = 1000;
 
 const WORKERS: &str = "CADBROKER_GATEWAY_BENCH_WORKERS";
 
-/// Bounds of one run (per target and round; at most 20 rounds).
+/// Bounds of one run (per target and round; at most 100 rounds).
 #[derive(Clone, Copy)]
 struct Plan {
     rounds: usize,
@@ -115,7 +115,7 @@ fn main() {
             let quick = args.iter().any(|a| a == "--quick");
             let mut plan = if quick { QUICK } else { FULL };
             if let Some(rounds) = value("--rounds").and_then(|r| r.parse::<usize>().ok()) {
-                plan.rounds = rounds.clamp(1, 20);
+                plan.rounds = rounds.clamp(1, 100);
             }
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             let options = Options {
