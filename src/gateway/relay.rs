@@ -61,19 +61,35 @@ pub(crate) struct Tunnel {
     pub activity: Arc<Activity>,
 }
 
-/// A tunnel handed to a relay thread.
+/// A tunnel handed to a relay thread. Dropped before it is over (its supervisor was dropped,
+/// as when the runtime shuts down), it closes the tunnel (1001, going away).
 pub(crate) struct Running {
     id: u64,
     thread: Arc<Thread>,
-    /// Resolves when the tunnel is over (both streams closed).
-    pub finished: oneshot::Receiver<()>,
+    finished: oneshot::Receiver<()>,
+    over: bool,
 }
 
 impl Running {
+    /// Resolves when the tunnel is over (both streams closed).
+    pub(crate) async fn finished(&mut self) {
+        let _ = (&mut self.finished).await;
+        self.over = true;
+    }
+
     /// Closes the tunnel: close frames with `code` and `reason` to the browser (and 1001 to the
-    /// workstation) where the stream is between frames; `finished` resolves when it is done.
+    /// workstation) where the stream is between frames; [`Running::finished`] resolves when it
+    /// is done.
     pub(crate) fn close(&self, code: u16, reason: &'static str) {
         self.thread.send(Command::Close { id: self.id, code, reason });
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.over {
+            self.close(GOING_AWAY, "going away");
+        }
     }
 }
 
@@ -98,7 +114,7 @@ impl Relays {
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let (done, finished) = oneshot::channel();
         thread.send(Command::Open { id, tunnel: Box::new(tunnel), done });
-        Ok(Running { id, thread, finished })
+        Ok(Running { id, thread, finished, over: false })
     }
 
     fn pick(&self) -> io::Result<Arc<Thread>> {
@@ -617,8 +633,8 @@ mod tests {
         buf
     }
 
-    async fn finished_within(running: Running, limit: Duration) {
-        tokio::time::timeout(limit, running.finished).await.expect("the tunnel ends").ok();
+    async fn finished_within(mut running: Running, limit: Duration) {
+        tokio::time::timeout(limit, running.finished()).await.expect("the tunnel ends");
     }
 
     #[tokio::test]
@@ -638,6 +654,14 @@ mod tests {
         drop(desktop);
         finished_within(running, Duration::from_secs(5)).await;
         assert!(read_to_end(&mut browser).is_empty(), "the browser's side is closed too");
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_whose_supervisor_is_dropped_is_closed() {
+        let Setup { mut browser, mut desktop, running, _relays } = setup(b"", b"");
+        drop(running);
+        assert_eq!(read_to_end(&mut browser), close_frame(GOING_AWAY, "going away", None));
+        assert_eq!(read_to_end(&mut desktop)[0], 0x88);
     }
 
     #[tokio::test]

@@ -169,14 +169,14 @@ async fn supervise(gateway: &Gateway, guard: &ConnectionGuard, tunnel: Tunnel) {
     };
     let ending = tokio::select! {
         biased;
-        _ = &mut running.finished => None,
+        () = running.finished() => None,
         () = guard.cancel.cancelled() => Some(SESSION_ENDED),
         () = gateway.closing.cancelled() => Some(BROKER_STOPPING),
     };
     if let Some((code, reason)) = ending {
         tracing::debug!(session = %guard.session, code, reason, "gateway: closing a WebSocket");
         running.close(code, reason);
-        let _ = running.finished.await;
+        running.finished().await;
     }
 }
 
