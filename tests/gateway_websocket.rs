@@ -14,7 +14,7 @@ use std::{
 
 use axum::http::StatusCode;
 use futures::{SinkExt, StreamExt};
-use gateway::{GatewayUnderTest, Listener, Upstream, dead_address, next_message, refused, round_trip};
+use gateway::{GatewayUnderTest, Upstream, dead_address, next_message, refused, round_trip};
 use tokio_tungstenite::tungstenite::{
     Message,
     protocol::{CloseFrame, frame::coding::CloseCode},
@@ -56,25 +56,6 @@ async fn text_binary_and_one_mebibyte_messages_pass_both_ways() {
     .unwrap();
     assert_eq!(&pong[..], b"are you there");
     drop(ws);
-    gw.stop().await;
-}
-
-#[tokio::test]
-async fn a_listener_of_another_kind_is_relayed_too() {
-    // Upgrades from a server that does not hand the TCP stream back take the in-task relay:
-    // messages both ways, the session's end still closes them.
-    let upstream = Upstream::start().await;
-    let gw = GatewayUnderTest::start_on(Listener::Axum, |_| {}).await;
-    gw.sessions.add("s1", "alice", upstream.addr);
-    let mut ws = gw.ws("s1", "alice", "/ws-greet").await;
-    assert_eq!(next_message(&mut ws).await, Some(Message::text("hello from the desktop")));
-    let large: Vec<u8> = (0..256 * 1024).map(|i| (i % 251) as u8).collect();
-    assert_eq!(round_trip(&mut ws, Message::binary(large.clone())).await, Message::binary(large));
-    gw.sessions.end("s1");
-    match next_message(&mut ws).await {
-        Some(Message::Close(Some(frame))) => assert_eq!(frame.code, CloseCode::Normal),
-        other => panic!("expected a close frame, got {other:?}"),
-    }
     gw.stop().await;
 }
 

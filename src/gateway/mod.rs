@@ -173,7 +173,9 @@ impl Gateway {
     /// The `/connect/…` routes. Merge them into the public router after its layers: the
     /// request timeout must not apply to desktop streams, and the API's request log (which
     /// records URIs) must not see the query that carries a ticket (SECURITY.md A28). The
-    /// gateway logs its own events, by session, never with a ticket or cookie.
+    /// gateway logs its own events, by session, never with a ticket or cookie. Serve it with
+    /// [`crate::http::server::serve`]: WebSockets are relayed from the TCP streams that loop
+    /// hands over (another server's upgrades are closed after the 101, with an error logged).
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
             .route("/connect/{id}", any(proxy::handle))

@@ -143,8 +143,19 @@ struct Thread {
 }
 
 enum Command {
-    Open { id: u64, tunnel: Box<Tunnel>, done: oneshot::Sender<()> },
-    Close { id: u64, code: u16, reason: &'static str },
+    Open {
+        id: u64,
+        tunnel: Box<Tunnel>,
+        done: oneshot::Sender<()>,
+    },
+    Close {
+        id: u64,
+        code: u16,
+        reason: &'static str,
+    },
+    /// Ends the loop as a failure would (for the test that a dead thread is replaced).
+    #[cfg(test)]
+    Die,
 }
 
 impl Thread {
@@ -154,10 +165,9 @@ impl Thread {
         let (inbox, commands) = mpsc::channel();
         let alive = Arc::new(AtomicBool::new(true));
         let ended = Ended(alive.clone());
-        std::thread::Builder::new().name(format!("cadbroker-relay-{index}")).spawn(move || {
-            let _ended = ended;
-            Loop::new(poll, commands).run();
-        })?;
+        std::thread::Builder::new()
+            .name(format!("cadbroker-relay-{index}"))
+            .spawn(move || Loop::new(ended, poll, commands).run())?;
         Ok(Self { inbox: Some(inbox), waker, alive })
     }
 
@@ -227,8 +237,8 @@ struct Flow {
 }
 
 impl Flow {
-    fn first(bytes: &[u8]) -> Self {
-        Self { pending: bytes.to_vec(), ..Self::default() }
+    fn owing(pending: Vec<u8>) -> Self {
+        Self { pending, ..Self::default() }
     }
 
     fn is_empty(&self) -> bool {
@@ -261,6 +271,8 @@ enum Turn {
 }
 
 struct Loop {
+    /// First, so that it is dropped first: the thread counts as dead before its tunnels end.
+    _ended: Ended,
     poll: Poll,
     commands: mpsc::Receiver<Command>,
     relays: HashMap<u64, Relay>,
@@ -272,8 +284,9 @@ struct Loop {
 }
 
 impl Loop {
-    fn new(poll: Poll, commands: mpsc::Receiver<Command>) -> Self {
+    fn new(ended: Ended, poll: Poll, commands: mpsc::Receiver<Command>) -> Self {
         Self {
+            _ended: ended,
             poll,
             commands,
             relays: HashMap::new(),
@@ -339,6 +352,8 @@ impl Loop {
                         due.push(id);
                     }
                 }
+                #[cfg(test)]
+                Ok(Command::Die) => return false,
                 Err(mpsc::TryRecvError::Empty) => return true,
                 Err(mpsc::TryRecvError::Disconnected) => return false,
             }
@@ -368,8 +383,8 @@ impl Loop {
         let relay = Relay {
             client: Side::new(client),
             upstream: Side::new(upstream),
-            up: Flow::first(&to_upstream_first),
-            down: Flow::first(&to_client_first),
+            up: Flow::owing(to_upstream_first.to_vec()),
+            down: Flow::owing(to_client_first.to_vec()),
             activity,
             done,
             closing: None,
@@ -449,8 +464,8 @@ impl Relay {
         tracing::debug!(code, reason, "gateway: closing a WebSocket");
         let to_client = self.down.frames.at_boundary().then(|| close_frame(code, reason, None));
         let to_upstream = self.up.frames.at_boundary().then(|| close_frame(GOING_AWAY, "", Some(mask())));
-        self.down = Flow::first(&to_client.unwrap_or_default());
-        self.up = Flow::first(&to_upstream.unwrap_or_default());
+        self.down = Flow::owing(to_client.unwrap_or_default());
+        self.up = Flow::owing(to_upstream.unwrap_or_default());
         Some(deadline)
     }
 
@@ -605,11 +620,21 @@ mod tests {
     }
 
     fn setup(to_upstream_first: &'static [u8], to_client_first: &'static [u8]) -> Setup {
+        let relays = Relays::default();
+        let (browser, desktop, running) = open(&relays, to_upstream_first, to_client_first);
+        Setup { browser, desktop, running, _relays: relays }
+    }
+
+    /// A tunnel on `relays` between a browser's and a desktop's ends: (browser, desktop, it).
+    fn open(
+        relays: &Relays,
+        to_upstream_first: &'static [u8],
+        to_client_first: &'static [u8],
+    ) -> (TcpStream, TcpStream, Running) {
         let (browser, client) = pair();
         let (desktop, upstream) = pair();
         let (hub, _queue) = ActivityHub::new(Duration::from_secs(60));
         let activity = hub.session(&SessionId("s1".into()));
-        let relays = Relays::default();
         let tunnel = Tunnel {
             client,
             upstream,
@@ -617,8 +642,7 @@ mod tests {
             to_client_first: Bytes::from_static(to_client_first),
             activity,
         };
-        let running = relays.start(tunnel).unwrap();
-        Setup { browser, desktop, running, _relays: relays }
+        (browser, desktop, relays.start(tunnel).unwrap())
     }
 
     fn read_n(from: &mut TcpStream, n: usize) -> Vec<u8> {
@@ -654,6 +678,21 @@ mod tests {
         drop(desktop);
         finished_within(running, Duration::from_secs(5)).await;
         assert!(read_to_end(&mut browser).is_empty(), "the browser's side is closed too");
+    }
+
+    #[tokio::test]
+    async fn a_relay_thread_that_died_is_replaced_for_the_next_tunnel() {
+        let Setup { mut browser, desktop, running, _relays: relays } = setup(b"", b"");
+        running.thread.send(Command::Die);
+        finished_within(running, Duration::from_secs(5)).await;
+        assert!(read_to_end(&mut browser).is_empty(), "its tunnels are closed");
+        drop(desktop);
+        // One worker, so one thread: the next tunnel goes where the dead one was.
+        let (mut browser, mut desktop, _running) = open(&relays, b"", b"");
+        browser.write_all(b"ping").unwrap();
+        assert_eq!(read_n(&mut desktop, 4), b"ping");
+        desktop.write_all(b"pong").unwrap();
+        assert_eq!(read_n(&mut browser, 4), b"pong");
     }
 
     #[tokio::test]

@@ -4,15 +4,11 @@
 //! frame is decoded or re-encoded: messages, binary and large frames, pings and close frames
 //! pass as they are, so the desktop and the browser run the WebSocket protocol end to end.
 //!
-//! The relay runs on the gateway's relay threads ([`super::relay`]) when the upgraded
-//! connection is cadbroker's own listener's TCP stream (always, in the broker); a task here
-//! supervises it and closes it when the session ends (close code 1000) or the broker stops
-//! (1012, "service restart": reconnect). Served by another server, whose upgraded I/O cannot be
-//! taken back as a TCP stream, the relay runs in that task instead, with the same rules: each
-//! direction writes everything it read before reading again, so a slow reader holds the other
-//! side back (TCP backpressure); when either side closes, the other is closed too (as nginx
-//! does); buffers grow from 4 KiB to 64 KiB while data streams; a frame-boundary tracker per
-//! direction says whether a side may be sent a close frame.
+//! The relay runs on the gateway's relay threads ([`super::relay`]): the broker's listener
+//! ([`crate::http::server`]) hands the upgraded connection over as its TCP stream. A task here
+//! supervises each tunnel and closes it when the session ends (close code 1000) or the broker
+//! stops (1012, "service restart": reconnect). The frame-boundary tracker and close frames used
+//! when closing are defined here.
 
 use std::{io, sync::Arc, time::Duration};
 
@@ -25,7 +21,7 @@ use axum::{
 use hyper::{body::Bytes, upgrade::OnUpgrade};
 use hyper_util::rt::TokioIo;
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest},
+    io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
 
@@ -38,9 +34,6 @@ use super::{
 };
 use crate::http::error::ApiError;
 
-/// Smallest and largest relay buffer.
-const MIN_BUFFER: usize = 4 * 1024;
-const MAX_BUFFER: usize = 64 * 1024;
 /// How long the workstation may take to answer the upgrade.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long closing may take (close frames out, peers' close replies in).
@@ -116,27 +109,22 @@ pub async fn forward(
         };
         // Now a desktop connection: the session's disconnect is reported when the last closes.
         guard.open_desktop();
-        // Served by cadbroker's own listener, the upgraded connection is the plain TCP stream:
-        // it goes to a relay thread. Any other I/O (a listener of another kind) is relayed here.
-        let client = match client.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let tunnel = match tunnel(parts, tcp, answer.rest, &guard) {
-                    Ok(tunnel) => tunnel,
-                    Err(e) => {
-                        tracing::debug!(session = %guard.session, error = %e, "gateway: WebSocket not relayed");
-                        return;
-                    }
-                };
-                supervise(&relay_gateway, &guard, tunnel).await;
+        // cadbroker's own listener hands the upgraded connection over as its plain TCP stream,
+        // which goes to a relay thread.
+        let parts = match client.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => parts,
+            Err(_) => {
+                tracing::error!(
+                    session = %guard.session,
+                    "gateway: WebSocket upgraded by a server other than http::server::serve; closed"
+                );
                 return;
             }
-            Err(client) => client,
         };
-        let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
-        let upstream = (TcpReader(&tcp), TcpWriter(&tcp));
-        let client = (Buffered(client_read), client_write);
-        // Whatever the desktop sent right after its 101 (a server greeting) goes first.
-        relay(&relay_gateway, &guard, client, upstream, answer.rest).await;
+        match tunnel(parts, tcp, answer.rest, &guard) {
+            Ok(tunnel) => supervise(&relay_gateway, &guard, tunnel).await,
+            Err(e) => tracing::debug!(session = %guard.session, error = %e, "gateway: WebSocket not relayed"),
+        }
     });
     Ok(response)
 }
@@ -252,206 +240,6 @@ fn parse_answer(buf: &[u8]) -> io::Result<Option<Answer>> {
         headers.append(name, value);
     }
     Ok(Some(Answer { status, headers, rest: Bytes::copy_from_slice(&buf[len..]) }))
-}
-
-async fn relay<CR: Source, CW: AsyncWrite + Unpin, UR: Source, UW: AsyncWrite + Unpin>(
-    gateway: &Gateway,
-    guard: &ConnectionGuard,
-    (mut client_read, mut client_write): (CR, CW),
-    (mut upstream_read, mut upstream_write): (UR, UW),
-    greeting: Bytes,
-) {
-    let mut to_upstream = FrameTracker::default();
-    let mut to_client = FrameTracker::default();
-    let ending = {
-        let up = pump(&mut client_read, &mut upstream_write, Bytes::new(), &mut to_upstream, guard);
-        let down = pump(&mut upstream_read, &mut client_write, greeting, &mut to_client, guard);
-        // The first side to close (or fail) ends the relay, as nginx does: WebSocket peers
-        // close TCP only after the closing handshake, so nothing is left to carry then.
-        tokio::select! {
-            biased;
-            result = up => {
-                if let Err(e) = result {
-                    tracing::debug!(session = %guard.session, error = %e, "gateway: WebSocket client side ended");
-                }
-                None
-            }
-            result = down => {
-                if let Err(e) = result {
-                    tracing::debug!(session = %guard.session, error = %e, "gateway: WebSocket desktop side ended");
-                }
-                None
-            }
-            () = guard.cancel.cancelled() => Some(SESSION_ENDED),
-            () = gateway.closing.cancelled() => Some(BROKER_STOPPING),
-        }
-    };
-    let Some((code, reason)) = ending else { return };
-    tracing::debug!(session = %guard.session, code, reason, "gateway: closing a WebSocket");
-    let close = async {
-        let to_client_close = async {
-            if to_client.at_boundary() {
-                let _ = client_write.write_all(&close_frame(code, reason, None)).await;
-            }
-            let _ = client_write.shutdown().await;
-            drain(&mut client_read).await;
-        };
-        let to_upstream_close = async {
-            if to_upstream.at_boundary() {
-                let _ = upstream_write.write_all(&close_frame(GOING_AWAY, "", Some(mask()))).await;
-            }
-            let _ = upstream_write.shutdown().await;
-            drain(&mut upstream_read).await;
-        };
-        tokio::join!(to_client_close, to_upstream_close);
-    };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
-}
-
-/// Copies `from` to `to` until `from` ends or an error; everything read is written first.
-async fn pump<S: Source, W: AsyncWrite + Unpin>(
-    from: &mut S,
-    to: &mut W,
-    first: Bytes,
-    frames: &mut FrameTracker,
-    guard: &ConnectionGuard,
-) -> io::Result<()> {
-    write_tracked(to, &first, frames).await?;
-    let mut size = MIN_BUFFER;
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let n = from.read_some(&mut buf, size).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        guard.activity.touch();
-        write_tracked(to, &buf[..n], frames).await?;
-        to.flush().await?;
-        // Grow while reads fill the buffer; fall back to the small one when the stream pauses.
-        if n >= size {
-            size = (size * 2).min(MAX_BUFFER);
-        } else if n < MIN_BUFFER {
-            size = MIN_BUFFER;
-        }
-        if S::RELEASE_WHEN_IDLE || buf.capacity() > size {
-            buf = Vec::new();
-        }
-    }
-}
-
-/// Writes all of `data`, feeding the tracker exactly what was written (so that after a
-/// cancellation it knows where the peer's stream stands).
-async fn write_tracked<W: AsyncWrite + Unpin>(
-    to: &mut W,
-    mut data: &[u8],
-    frames: &mut FrameTracker,
-) -> io::Result<()> {
-    while !data.is_empty() {
-        let n = to.write(data).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        frames.feed(&data[..n]);
-        data = &data[n..];
-    }
-    Ok(())
-}
-
-/// Reads (and drops) what a closing peer still sends, such as its close reply, until it closes.
-async fn drain<S: Source>(from: &mut S) {
-    let mut buf = Vec::new();
-    for _ in 0..64 {
-        buf.clear();
-        if !matches!(from.read_some(&mut buf, MIN_BUFFER).await, Ok(n) if n > 0) {
-            return;
-        }
-    }
-}
-
-/// Where a relay direction reads from.
-trait Source: Send {
-    /// Whether the buffer can be dropped between reads (the source waits without one).
-    const RELEASE_WHEN_IDLE: bool;
-    /// Waits for data and appends up to `size` bytes to `buf`; 0 at the end of the stream.
-    fn read_some(&mut self, buf: &mut Vec<u8>, size: usize)
-    -> impl Future<Output = io::Result<usize>> + Send;
-}
-
-/// Reads the workstation's TCP stream: waits for readiness first, so no buffer is held while
-/// the desktop is idle, and treats a short read as "drained" (the kernel handed over all it
-/// had), clearing readiness at once instead of reading again only to hear "would block".
-struct TcpReader<'a>(&'a TcpStream);
-
-impl Source for TcpReader<'_> {
-    const RELEASE_WHEN_IDLE: bool = true;
-
-    async fn read_some(&mut self, buf: &mut Vec<u8>, size: usize) -> io::Result<usize> {
-        loop {
-            self.0.readable().await?;
-            buf.reserve(size);
-            let (room, mut n) = (buf.capacity() - buf.len(), 0);
-            // Returning WouldBlock from the closure makes tokio clear the readiness it saw
-            // (only if no newer readiness event arrived meanwhile); the bytes are already in `buf`.
-            let read = self.0.try_io(Interest::READABLE, || {
-                n = self.0.try_read_buf(buf)?;
-                if n > 0 && n < room { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(()) }
-            });
-            match read {
-                Ok(()) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-}
-
-/// Writes the workstation's TCP stream through a shared reference (the reader holds another).
-/// Shutdown is a no-op: the stream is closed when the relay drops it.
-struct TcpWriter<'a>(&'a TcpStream);
-
-impl AsyncWrite for TcpWriter<'_> {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        data: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        loop {
-            std::task::ready!(self.0.poll_write_ready(cx))?;
-            match self.0.try_write(data) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return std::task::Poll::Ready(result),
-            }
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
-/// Any other reader: reads into a buffer of the current size (held while waiting).
-struct Buffered<R>(R);
-
-impl<R: AsyncRead + Unpin + Send> Source for Buffered<R> {
-    const RELEASE_WHEN_IDLE: bool = false;
-
-    async fn read_some(&mut self, buf: &mut Vec<u8>, size: usize) -> io::Result<usize> {
-        buf.reserve(size);
-        let mut limited = (&mut self.0).take(size as u64);
-        limited.read_buf(buf).await
-    }
 }
 
 /// Follows WebSocket framing (RFC 6455 §5.2) on one direction's bytes, to know whether the

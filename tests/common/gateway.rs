@@ -183,16 +183,6 @@ impl SessionService for FakeSessions {
     }
 }
 
-/// What serves the gateway's router in a test.
-#[derive(Debug, Clone, Copy)]
-#[allow(dead_code)]
-pub enum Listener {
-    /// cadbroker's accept loop, as `serve` runs it.
-    Cadbroker,
-    /// `axum::serve`, whose upgraded connections cannot be taken back as TCP streams.
-    Axum,
-}
-
 /// The gateway on its own listener, with its key known to the test.
 pub struct GatewayUnderTest {
     pub gateway: Arc<Gateway>,
@@ -209,14 +199,9 @@ pub struct GatewayUnderTest {
 }
 
 impl GatewayUnderTest {
-    /// Starts a gateway with the default config as changed by `tweak`, on cadbroker's own
-    /// listener (WebSockets go to the relay threads).
+    /// Starts a gateway with the default config as changed by `tweak`, served by the broker's
+    /// own listener loop (WebSockets go to the relay threads).
     pub async fn start(tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
-        Self::start_on(Listener::Cadbroker, tweak).await
-    }
-
-    /// Starts a gateway served by `listener`.
-    pub async fn start_on(listener_kind: Listener, tweak: impl FnOnce(&mut GatewayConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let key = STANDARD.encode(rand_bytes());
         let key_file = dir.path().join("gateway.key");
@@ -230,16 +215,8 @@ impl GatewayUnderTest {
         let gateway = Gateway::new(&config, addr, sessions.clone(), Arc::new(SystemClock)).unwrap();
         let (trigger, shutdown) = shutdown::channel();
         let router = gateway.router();
-        let mut serve_shutdown = shutdown.clone();
-        let server = tokio::spawn(async move {
-            match listener_kind {
-                Listener::Cadbroker => cadbroker::http::server::serve(listener, router, serve_shutdown).await,
-                Listener::Axum => axum::serve(listener, router)
-                    .with_graceful_shutdown(async move { serve_shutdown.wait().await })
-                    .await
-                    .unwrap(),
-            }
-        });
+        let serve_shutdown = shutdown.clone();
+        let server = tokio::spawn(cadbroker::http::server::serve(listener, router, serve_shutdown));
         let runner = tokio::spawn(gateway.clone().run(shutdown));
         let http = reqwest::Client::builder()
             .no_proxy()
