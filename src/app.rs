@@ -15,15 +15,12 @@ use crate::{
     },
     clock::SystemClock,
     config::{BackendConfig, BackendKind, Config},
-    domain::{Handover, ReconcilePolicy, RequestPolicy},
+    domain::{Handover, Policy},
     gateway::{Gateway, GatewayInitError},
     http::{self, admin::AdminState, state::AppState},
     metrics::Metrics,
     portal::{Portal, PortalInitError},
-    service::{
-        ConnectLinks, SessionService, controller,
-        engine::{Engine, EnginePolicy},
-    },
+    service::{ConnectLinks, SessionService, controller, engine::Engine},
     shutdown::{self, Trigger},
 };
 
@@ -41,7 +38,7 @@ pub enum StartError {
     Gateway(#[from] GatewayInitError),
     /// Cluster mode could not start.
     #[error(transparent)]
-    Kubernetes(#[from] crate::kubernetes::run::KubeStartError),
+    Kubernetes(#[from] crate::kubernetes::KubeStartError),
     /// The web portal could not be set up.
     #[error(transparent)]
     Portal(#[from] PortalInitError),
@@ -93,13 +90,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let Config { server, broker, backend, auth: auth_config, gateway, portal, pools } = config;
     let auth = Arc::new(Authenticator::new(&auth_config).await?);
     let (trigger, shutdown) = shutdown::channel();
-    let policy = EnginePolicy {
-        request: RequestPolicy {
-            max_sessions_per_user: broker.max_sessions_per_user,
-            handover: Handover::Allocator,
-        },
-        reconcile: ReconcilePolicy { retention: broker.session_retention, handover: Handover::Allocator },
-    };
+    // The in-memory backends' state has one writer, so their allocator hands warm
+    // workstations over; in cluster mode only a request's named create may (docs/cluster-mode.md).
+    let policy = |handover| Policy::new(handover, broker.max_sessions_per_user, broker.session_retention);
     let clock = Arc::new(SystemClock);
     let mut tasks = JoinSet::new();
     let kind = resolve_backend(&backend)?;
@@ -107,7 +100,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         BackendKind::Simulated | BackendKind::Desktop | BackendKind::Auto => {
             let (observations, observed) = mpsc::unbounded_channel();
             let backend = embedded_backend(kind, &backend, observations)?;
-            let engine = Engine::new(pools, backend, clock.clone(), policy);
+            let engine = Engine::new(pools, backend, clock.clone(), policy(Handover::Allocator));
             let interval = broker.reconcile_interval;
             tasks.spawn(controller::run(engine.clone(), observed, interval, shutdown.clone()));
             let metrics = Arc::new(Metrics::new(engine.clone()));
@@ -121,8 +114,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         }
         BackendKind::Kubernetes => {
             let k8s = &backend.kubernetes;
-            let (service, kube_metrics) =
-                crate::kubernetes::run::start(k8s, &broker, policy, &mut tasks, shutdown.clone()).await?;
+            let runtime = crate::kubernetes::Runtime {
+                policy: policy(Handover::NamedRequestOnly),
+                clock: clock.clone(),
+                tasks: &mut tasks,
+                shutdown: shutdown.clone(),
+            };
+            let (service, kube_metrics) = crate::kubernetes::start(k8s, &broker, runtime).await?;
             let mut metrics = Metrics::new(service.clone());
             kube_metrics.register(&mut metrics.registry);
             let metrics = Arc::new(metrics);

@@ -8,6 +8,7 @@ use crate::{
     auth::{MintRequest, load_or_create_dev_key, mint_dev_token},
     backend::desktop::INSTALL_HINT,
     cli::{Cli, Command, ServeArgs, TokenArgs},
+    clock::{Clock, SystemClock},
     config::{BackendKind, Config},
 };
 
@@ -70,7 +71,7 @@ fn token(config: &Config, args: &TokenArgs) -> anyhow::Result<()> {
     let path = issuer.effective_key_file();
     let key = load_or_create_dev_key(&path)
         .with_context(|| format!("failed to load the development key {}", path.display()))?;
-    let token = mint_dev_token(issuer, &key, &request, jiff::Timestamp::now())?;
+    let token = mint_dev_token(issuer, &key, &request, SystemClock.now())?;
     println!("{token}");
     Ok(())
 }

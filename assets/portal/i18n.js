@@ -60,6 +60,8 @@ const TEXT = {
       userended: "ended by you", idletimeout: "idle too long", maxlifetime: "maximum lifetime reached",
       adminended: "ended by an admin", podfailed: "the workstation failed", nodelost: "the workstation's node was lost",
       pooldeleted: "the pool was removed",
+      userlimit: "you already hold as many workstations as allowed", notentitled: "you may not use this pool",
+      idempotencyconflict: "the request repeated one made for another pool",
     },
   },
   nl: {
@@ -122,6 +124,8 @@ const TEXT = {
       userended: "door jou beëindigd", idletimeout: "te lang inactief", maxlifetime: "maximale duur bereikt",
       adminended: "door een beheerder beëindigd", podfailed: "de werkplek is uitgevallen", nodelost: "de server van de werkplek is weggevallen",
       pooldeleted: "de pool is verwijderd",
+      userlimit: "je hebt al zoveel werkplekken als toegestaan", notentitled: "je mag deze pool niet gebruiken",
+      idempotencyconflict: "het verzoek herhaalde er een voor een andere pool",
     },
   },
 };

@@ -5,11 +5,11 @@
 
 use std::{collections::BTreeSet, fmt, panic, sync::Arc, time::Duration};
 
+use crate::clock::{Clock, SystemClock};
 use aws_lc_rs::{
     rand::SystemRandom,
     signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair},
 };
-use jiff::Timestamp;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::json;
 
@@ -31,6 +31,8 @@ pub struct Authenticator {
     pub(super) max_token_age: Option<Duration>,
     pub(super) max_token_bytes: usize,
     pub(super) verified: super::verified::VerifiedTokens,
+    /// Where `authenticate` reads the time.
+    pub(super) clock: Arc<dyn Clock>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -44,6 +46,11 @@ impl Authenticator {
     /// Builds the authenticator. Fails on an invalid config, a broken crypto backend or an
     /// unusable development key file, never because an OIDC provider is unreachable.
     pub async fn new(config: &AuthConfig) -> Result<Self, AuthInitError> {
+        Self::with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As [`new`](Self::new), reading the time from `clock`.
+    pub async fn with_clock(config: &AuthConfig, clock: Arc<dyn Clock>) -> Result<Self, AuthInitError> {
         config.validate().map_err(AuthInitError::Config)?;
         crypto_self_test()?;
         let http = reqwest::Client::builder()
@@ -74,7 +81,7 @@ impl Authenticator {
             };
             issuers.push(Issuer::new(cfg.clone(), keys).map_err(|e| AuthInitError::Config(vec![e]))?);
         }
-        let now = Timestamp::now();
+        let now = clock.now();
         futures::future::join_all(caches.iter().map(|c| c.refresh_now(now))).await;
         Ok(Self {
             issuers,
@@ -84,6 +91,7 @@ impl Authenticator {
             max_token_age: config.max_token_age,
             max_token_bytes: config.max_token_bytes,
             verified: Default::default(),
+            clock,
         })
     }
 
@@ -133,7 +141,8 @@ pub fn crypto_self_test() -> Result<(), AuthInitError> {
 }
 
 fn round_trip(alg: Algorithm, sign: &EncodingKey, verify: &DecodingKey) -> Result<(), String> {
-    let exp = Timestamp::now().as_second() + 60;
+    // A signature check only: the system clock is as good as any.
+    let exp = SystemClock.now().as_second() + 60;
     let claims = json!({"sub": "self-test", "aud": "self-test", "exp": exp});
     let token =
         jsonwebtoken::encode(&Header::new(alg), &claims, sign).map_err(|e| format!("{alg:?} sign: {e}"))?;

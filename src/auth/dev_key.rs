@@ -20,6 +20,8 @@ use base64::{
 };
 use jiff::Timestamp;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+use crate::clock::{Clock, SystemClock};
 use serde_json::{Map, Value, json};
 
 use super::{
@@ -94,7 +96,7 @@ fn create(path: &Path) -> Result<(), DevKeyError> {
     let lines: Vec<&str> = body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap_or("")).collect();
     let pem = format!("{PEM_BEGIN}\n{}\n{PEM_END}\n", lines.join("\n"));
 
-    let unique = Timestamp::now().as_nanosecond();
+    let unique = SystemClock.now().as_nanosecond();
     let tmp = dir.join(format!(".dev-signing-key.{}.{unique}.tmp", std::process::id()));
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);

@@ -25,7 +25,7 @@ use super::{
 impl Authenticator {
     /// Verifies a bearer token (without the `Bearer ` prefix) against the configured issuers.
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
-        self.authenticate_at(token, Timestamp::now()).await
+        self.authenticate_at(token, self.clock.now()).await
     }
 
     /// As [`authenticate`](Self::authenticate), at the given time. `now` drives every time check

@@ -6,6 +6,7 @@
 // kube's derive takes repeated `printcolumn(...)` attributes by design.
 #[allow(clippy::duplicated_attributes)]
 mod capacity_pool;
+mod pool_spec;
 mod schedule;
 #[allow(clippy::duplicated_attributes)]
 mod workstation_session;
@@ -14,6 +15,7 @@ pub use capacity_pool::{
     AutoscalerMemory, CapacityPool, CapacityPoolSpec, CapacityPoolStatus, DEFAULT_PLACEHOLDER_CLASS,
     PlaceholderSpec,
 };
+pub use pool_spec::{GPU_RESOURCE, ManagedPoolSpec, gpus_of};
 pub use schedule::{AutoscaleTuning, ScheduleWindowSpec};
 pub use workstation_session::{WorkstationSession, WorkstationSessionSpec, WorkstationSessionStatus};
 
@@ -22,8 +24,6 @@ use kube::CustomResourceExt;
 
 /// API group of every cadbroker resource.
 pub const API_GROUP: &str = "cadbroker.io";
-/// Field manager for server-side apply and status patches.
-pub const FIELD_MANAGER: &str = "cadbroker";
 
 /// Every CRD, in install order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {

@@ -10,6 +10,9 @@ use utoipa::ToSchema;
 
 use super::{EndReason, PoolName, SessionId};
 
+/// Decisions kept per pool for `GET /api/v1/pools/{name}/decisions`.
+pub const DECISIONS_KEPT: usize = 200;
+
 /// What kind of decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 pub enum DecisionKind {

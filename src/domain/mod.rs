@@ -17,6 +17,7 @@ mod ids;
 pub mod memory;
 pub mod names;
 mod observe;
+mod policy;
 mod pool;
 mod reconcile;
 mod request;
@@ -28,12 +29,16 @@ pub mod wait;
 
 pub use apply::{Action, apply};
 pub use autoscale::AutoscaleSpec;
-pub use decision::{Decision, DecisionInputs, DecisionKind};
+pub use decision::{DECISIONS_KEPT, Decision, DecisionInputs, DecisionKind};
 pub use ids::{Caller, PoolName, SessionId, UserId, WorkstationId};
 pub use observe::{Observation, observe};
+pub use policy::Policy;
 pub use pool::{Access, Capacity, ConnectSpec, FieldError, PoolSpec, SessionLimits};
 pub use reconcile::{ReconcilePolicy, reconcile, settle};
-pub use request::{Handover, NewSession, RequestDecision, RequestError, RequestPolicy, decide_request};
+pub use request::{
+    Handover, NewSession, RequestDecision, RequestError, RequestPolicy, check_request, decide_request,
+    taken_by_name,
+};
 pub use schedule::{Day, ScheduleWindow, Zone};
 pub use session::{EndReason, Endpoint, Session, SessionPhase, Warning, Workstation, WorkstationPhase};
 pub use state::{PoolCounts, State};

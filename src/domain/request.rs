@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 use thiserror::Error;
 
-use super::{Action, Caller, PoolName, Session, SessionId, State};
+use super::{Action, Caller, EndReason, PoolName, Session, SessionId, State};
 
 /// A drafter's request for a workstation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +67,74 @@ pub enum RequestError {
     UserLimit(u32),
 }
 
+impl RequestError {
+    /// The end reason of a request refused after it was recorded (cluster mode records the
+    /// request first and decides it in the allocator's next pass), so the user is told why.
+    pub fn end_reason(&self) -> EndReason {
+        match self {
+            Self::UnknownPool(_) => EndReason::PoolDeleted,
+            Self::PoolForbidden(_) => EndReason::NotEntitled,
+            Self::IdempotencyConflict { .. } => EndReason::IdempotencyConflict,
+            Self::UserLimit(_) => EndReason::UserLimit,
+        }
+    }
+}
+
+/// What a request is, before placing: one of the caller's live sessions it repeats (same
+/// pool, or same Idempotency-Key), or a new session the caller may have, or why not. The one
+/// check both session services and the allocator make.
+pub fn check_request(
+    state: &State,
+    caller: &Caller,
+    pool: &PoolName,
+    idempotency_key: Option<&str>,
+    policy: RequestPolicy,
+) -> Result<Option<SessionId>, RequestError> {
+    let spec = state.pool(pool).ok_or_else(|| RequestError::UnknownPool(pool.clone()))?;
+    if !spec.may_use(caller) {
+        return Err(RequestError::PoolForbidden(pool.clone()));
+    }
+    if let Some(key) = idempotency_key
+        && let Some(existing) = state.idempotent_session(&caller.user, key)
+    {
+        if existing.pool != *pool {
+            return Err(RequestError::IdempotencyConflict {
+                key: key.to_owned(),
+                pool: existing.pool.clone(),
+            });
+        }
+        return Ok(Some(existing.id.clone()));
+    }
+    if let Some(live) = state.live_session(&caller.user, pool) {
+        return Ok(Some(live.id.clone()));
+    }
+    let held = state.live_sessions_of(&caller.user) as u32;
+    if held >= policy.max_sessions_per_user {
+        return Err(RequestError::UserLimit(policy.max_sessions_per_user));
+    }
+    Ok(None)
+}
+
+/// The session of a request that took the ready workstation `workstation` by name (cluster
+/// mode: the session's create under the workstation's name is the claim), as it stands the
+/// moment the create succeeded: Ready on that workstation. `None` unless it is ready.
+pub fn taken_by_name(
+    state: &State,
+    caller: &Caller,
+    req: &NewSession,
+    workstation: &super::WorkstationId,
+    now: Timestamp,
+) -> Option<Session> {
+    state.workstation(workstation).filter(|w| w.phase == super::WorkstationPhase::Ready)?;
+    let mut session =
+        Session::new(req.id.clone(), caller.user.clone(), req.pool.clone(), now, req.idempotency_key.clone());
+    session.phase = super::SessionPhase::Ready;
+    session.workstation = Some(workstation.clone());
+    session.ready_at = Some(now);
+    session.last_activity = Some(now);
+    Some(session)
+}
+
 /// Decides a session request at `now`.
 pub fn decide_request(
     state: &State,
@@ -75,24 +143,8 @@ pub fn decide_request(
     policy: RequestPolicy,
     now: Timestamp,
 ) -> Result<RequestDecision, RequestError> {
-    let pool = state.pool(&req.pool).ok_or_else(|| RequestError::UnknownPool(req.pool.clone()))?;
-    if !pool.may_use(caller) {
-        return Err(RequestError::PoolForbidden(req.pool.clone()));
-    }
-    if let Some(key) = &req.idempotency_key
-        && let Some(existing) = state.idempotent_session(&caller.user, key)
-    {
-        if existing.pool != req.pool {
-            return Err(RequestError::IdempotencyConflict { key: key.clone(), pool: existing.pool.clone() });
-        }
-        return Ok(RequestDecision::Existing(existing.id.clone()));
-    }
-    if let Some(live) = state.live_session(&caller.user, &req.pool) {
-        return Ok(RequestDecision::Existing(live.id.clone()));
-    }
-    let held = state.live_sessions_of(&caller.user) as u32;
-    if held >= policy.max_sessions_per_user {
-        return Err(RequestError::UserLimit(policy.max_sessions_per_user));
+    if let Some(existing) = check_request(state, caller, &req.pool, req.idempotency_key.as_deref(), policy)? {
+        return Ok(RequestDecision::Existing(existing));
     }
     let session =
         Session::new(req.id.clone(), caller.user.clone(), req.pool.clone(), now, req.idempotency_key.clone());

@@ -81,6 +81,12 @@ pub enum EndReason {
     NodeLost,
     /// Its pool was deleted.
     PoolDeleted,
+    /// Refused when it was decided: the user already held as many live sessions as allowed.
+    UserLimit,
+    /// Refused when it was decided: the user may not use the pool.
+    NotEntitled,
+    /// Refused when it was decided: its Idempotency-Key was used before for another pool.
+    IdempotencyConflict,
 }
 
 /// A warning that the session will be ended, recorded once per forced end.

@@ -28,8 +28,6 @@ pub const DECISION_POOL: &str = "cadbroker.io/decision-pool";
 pub const DECISION: &str = "cadbroker.io/decision";
 /// GPU model node label set by NVIDIA GPU feature discovery.
 pub const GPU_PRODUCT: &str = "nvidia.com/gpu.product";
-/// The GPU extended resource.
-pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 
 /// Label selector of the pods cadbroker watches.
 pub fn managed_pods() -> String {

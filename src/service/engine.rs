@@ -23,20 +23,11 @@ use crate::{
     backend::{Backend, StartRequest},
     clock::Clock,
     domain::{
-        Action, Caller, Decision, EndReason, NewSession, Observation, PoolName, PoolSpec, ReconcilePolicy,
-        RequestDecision, RequestPolicy, Session, SessionId, SessionPhase, State, apply, decide_request,
-        observe, settle,
+        Action, Caller, DECISIONS_KEPT, Decision, EndReason, NewSession, Observation, Policy, PoolName,
+        PoolSpec, RequestDecision, Session, SessionId, SessionPhase, State, apply, decide_request, observe,
+        settle,
     },
 };
-
-/// Policies the engine hands to the domain.
-#[derive(Debug, Clone, Copy)]
-pub struct EnginePolicy {
-    /// Rules for requests.
-    pub request: RequestPolicy,
-    /// Rules for reconcile.
-    pub reconcile: ReconcilePolicy,
-}
 
 /// Counts for the metrics endpoint.
 #[derive(Debug, Clone, Default)]
@@ -84,16 +75,13 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     events: broadcast::Sender<SessionEvent>,
     kick: Notify,
-    policy: EnginePolicy,
+    policy: Policy,
     ready: AtomicBool,
     /// Builds owners' connect URLs (the gateway's ticketed links); none: no connect URLs.
     links: OnceLock<Arc<dyn ConnectLinks>>,
     /// The most recent scaling and culling decisions per pool, oldest first.
     decisions: Mutex<BTreeMap<PoolName, VecDeque<Decision>>>,
 }
-
-/// Decisions kept per pool for `GET /api/v1/pools/{name}/decisions`.
-pub const DECISIONS_KEPT: usize = 200;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -113,7 +101,7 @@ impl Engine {
         pools: Vec<PoolSpec>,
         backend: Arc<dyn Backend>,
         clock: Arc<dyn Clock>,
-        policy: EnginePolicy,
+        policy: Policy,
     ) -> Arc<Self> {
         let (events, _) = broadcast::channel(1024);
         Arc::new(Self {
@@ -385,29 +373,19 @@ impl SessionService for Engine {
     async fn record_disconnect(&self, id: &SessionId) -> Result<(), ServiceError> {
         let now = self.clock.now();
         let mut state = self.lock();
-        let session = state.session(id).ok_or_else(|| ServiceError::SessionNotFound(id.clone()))?;
-        if !session.phase.is_live() {
-            return Err(ServiceError::SessionEnded(id.clone()));
-        }
+        read::live(&state, id)?;
         self.commit(&mut state, &[Action::Disconnect { session: id.clone() }], now);
         Ok(())
     }
 
     async fn connect_target(&self, id: &SessionId) -> Result<ConnectTarget, ServiceError> {
-        let state = self.lock();
-        let session = state.session(id).ok_or_else(|| ServiceError::SessionNotFound(id.clone()))?;
-        let endpoint =
-            session.workstation.as_ref().and_then(|w| state.workstation(w)).and_then(|w| w.endpoint.clone());
-        Ok(ConnectTarget { user: session.user.clone(), phase: session.phase, endpoint })
+        read::connect_target(&self.lock(), id)
     }
 
     async fn record_activity(&self, id: &SessionId) -> Result<(), ServiceError> {
         let now = self.clock.now();
         let mut state = self.lock();
-        let session = state.session(id).ok_or_else(|| ServiceError::SessionNotFound(id.clone()))?;
-        if !session.phase.is_live() {
-            return Err(ServiceError::SessionEnded(id.clone()));
-        }
+        read::live(&state, id)?;
         self.commit(&mut state, &[Action::Touch { session: id.clone() }], now);
         Ok(())
     }

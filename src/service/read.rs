@@ -1,8 +1,8 @@
 //! Reads every session service answers alike from a domain state, whichever backend built it:
-//! which sessions a caller may see, the session list, the pools a caller may use, and the
-//! checks on an admin's pool spec before anything is written.
+//! which sessions a caller may see, the session list, the pools a caller may use, the checks
+//! on an admin's pool spec before anything is written, and the gateway's view of a session.
 
-use super::{PoolView, ServiceError, SessionView};
+use super::{ConnectTarget, PoolView, ServiceError, SessionView};
 use crate::domain::{Caller, PoolSpec, Session, SessionId, State};
 
 /// The session, if `caller` may see it (its owner, or an admin); otherwise not found, so that
@@ -38,4 +38,18 @@ pub fn check_pool_write(caller: &Caller, spec: &PoolSpec) -> Result<(), ServiceE
     }
     let problems = spec.validate();
     if problems.is_empty() { Ok(()) } else { Err(ServiceError::InvalidPool(problems)) }
+}
+
+/// A live session, whoever asks (the gateway's reports), or why not.
+pub fn live<'a>(state: &'a State, id: &SessionId) -> Result<&'a Session, ServiceError> {
+    let session = state.session(id).ok_or_else(|| ServiceError::SessionNotFound(id.clone()))?;
+    if session.phase.is_live() { Ok(session) } else { Err(ServiceError::SessionEnded(id.clone())) }
+}
+
+/// What the gateway needs to reach a session's desktop.
+pub fn connect_target(state: &State, id: &SessionId) -> Result<ConnectTarget, ServiceError> {
+    let session = state.session(id).ok_or_else(|| ServiceError::SessionNotFound(id.clone()))?;
+    let endpoint =
+        session.workstation.as_ref().and_then(|w| state.workstation(w)).and_then(|w| w.endpoint.clone());
+    Ok(ConnectTarget { user: session.user.clone(), phase: session.phase, endpoint })
 }

@@ -1,23 +1,28 @@
-//! One allocator pass, pure: restore the domain state from a snapshot (and the autoscaler's
-//! memory from the pools' status), decide every pending request, end what the API asked to
-//! end, apply recorded activity and disconnects, reconcile, and plan the writes: workstations,
-//! sessions, pools and placeholders. The decisions taken on the way come back too, for the
-//! shell to publish.
+//! The allocator's pass, pure: the functional core of cluster mode. Nothing here talks to the
+//! API server or imports a kube client: a pass reads a [`Snapshot`] and returns the writes
+//! and decisions, which the I/O side ([`super::io`]) carries out. One pass, in order:
+//!
+//! ```text
+//!  snapshot ─► restore (state + undecided requests) ─► scale_memory::restore
+//!           ─► decide each request (domain::decide_request) ─► activity, disconnects
+//!           ─► domain::settle (reconcile) ─► plan (workstations, sessions, pools)
+//!           ─► placeholders::plan_placeholders ─► Pass { writes, decisions }
+//! ```
+
+pub mod disconnect;
+pub mod placeholders;
+pub mod plan;
+pub mod restore;
+pub mod scale_memory;
+pub mod write;
 
 use jiff::Timestamp;
 
-use super::{
-    disconnect, placeholder,
-    plan::{Write, plan},
-    restore::{Snapshot, restore},
-    scale_memory,
-};
-use crate::{
-    domain::{
-        Action, Caller, Decision, NewSession, RequestDecision, Session, SessionPhase, apply, decide_request,
-        settle,
-    },
-    service::engine::EnginePolicy,
+use self::{plan::plan, restore::Intent, write::Write};
+use super::snapshot::Snapshot;
+use crate::domain::{
+    Action, Caller, Decision, NewSession, Policy, RequestDecision, Session, SessionPhase, State, apply,
+    decide_request, settle,
 };
 
 /// What one pass asks for.
@@ -30,37 +35,14 @@ pub struct Pass {
 }
 
 /// The writes one pass asks for, and the decisions behind them.
-pub fn pass(snapshot: &Snapshot, namespace: &str, policy: EnginePolicy, now: Timestamp) -> Pass {
-    let restored = restore(snapshot, now);
+pub fn pass(snapshot: &Snapshot, namespace: &str, policy: Policy, now: Timestamp) -> Pass {
+    let restored = restore::restore(snapshot, now);
     let mut state = restored.state;
     scale_memory::restore(&mut state, snapshot, now);
     let mut duplicates = Vec::new();
     for intent in restored.intents {
-        // The API replica that wrote the intent checked pool access with the caller's token;
-        // the allocator does not see groups, so it places the request as authorised.
-        let caller = Caller { user: intent.user.clone(), groups: None, admin: true };
-        let req = NewSession {
-            id: intent.id.clone(),
-            pool: intent.pool.clone(),
-            idempotency_key: intent.idempotency_key,
-        };
-        match decide_request(&state, &caller, &req, policy.request, intent.requested_at) {
-            Ok(RequestDecision::Existing(_)) => duplicates.push(intent.id.to_string()),
-            Ok(RequestDecision::Create(actions)) => actions.iter().for_each(|a| apply(&mut state, a, now)),
-            Err(refused) => {
-                // Refused after the API accepted it (the pool went away, a race on the user's
-                // cap): record it as Failed with the reason, so the user is told.
-                let mut session =
-                    Session::new(intent.id.clone(), intent.user, intent.pool, intent.requested_at, None);
-                session.phase = SessionPhase::Queued;
-                apply(&mut state, &Action::CreateSession(Box::new(session)), now);
-                let fail = Action::FailSession {
-                    session: intent.id,
-                    reason: crate::domain::EndReason::PoolDeleted,
-                    message: refused.to_string(),
-                };
-                apply(&mut state, &fail, now);
-            }
+        if let Some(duplicate) = decide_intent(&mut state, intent, policy, now) {
+            duplicates.push(duplicate);
         }
     }
     for session in restored.activity {
@@ -80,8 +62,43 @@ pub fn pass(snapshot: &Snapshot, namespace: &str, policy: EnginePolicy, now: Tim
         })
         .collect();
     let mut writes = plan(&state, snapshot, namespace, &duplicates, now);
-    writes.extend(placeholder::plan_placeholders(&state, snapshot, namespace));
+    writes.extend(placeholders::plan_placeholders(&state, snapshot, namespace));
     Pass { writes, decisions }
+}
+
+/// Decides one recorded request into `state`; returns its name when it repeats a live
+/// session (its object is then deleted).
+fn decide_intent(state: &mut State, intent: Intent, policy: Policy, now: Timestamp) -> Option<String> {
+    // The API replica that wrote the intent checked pool access with the caller's token;
+    // the allocator does not see groups, so it places the request as authorised.
+    let caller = Caller { user: intent.user.clone(), groups: None, admin: true };
+    let req = NewSession {
+        id: intent.id.clone(),
+        pool: intent.pool.clone(),
+        idempotency_key: intent.idempotency_key,
+    };
+    match decide_request(state, &caller, &req, policy.request, intent.requested_at) {
+        Ok(RequestDecision::Existing(_)) => Some(intent.id.to_string()),
+        Ok(RequestDecision::Create(actions)) => {
+            actions.iter().for_each(|a| apply(state, a, now));
+            None
+        }
+        Err(refused) => {
+            // Refused after the API accepted it (the pool went away, a race on the user's
+            // cap): record it as Failed with the reason, so the user is told.
+            let mut session =
+                Session::new(intent.id.clone(), intent.user, intent.pool, intent.requested_at, None);
+            session.phase = SessionPhase::Queued;
+            apply(state, &Action::CreateSession(Box::new(session)), now);
+            let fail = Action::FailSession {
+                session: intent.id,
+                reason: refused.end_reason(),
+                message: refused.to_string(),
+            };
+            apply(state, &fail, now);
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -89,11 +106,7 @@ mod tests {
     use std::{sync::Arc, time::Duration};
 
     use super::*;
-    use crate::{
-        crd::CapacityPool,
-        domain::{ReconcilePolicy, RequestPolicy},
-        kubernetes::plan::Write,
-    };
+    use crate::{crd::CapacityPool, domain::Handover};
 
     fn pool(warm: u32) -> CapacityPool {
         serde_json::from_value(serde_json::json!({
@@ -106,22 +119,14 @@ mod tests {
         .unwrap()
     }
 
-    const POLICY: EnginePolicy = EnginePolicy {
-        request: RequestPolicy {
-            max_sessions_per_user: 2,
-            handover: crate::domain::Handover::NamedRequestOnly,
-        },
-        reconcile: ReconcilePolicy {
-            retention: Duration::from_secs(3600),
-            handover: crate::domain::Handover::NamedRequestOnly,
-        },
-    };
+    const POLICY: Policy = Policy::new(Handover::NamedRequestOnly, 2, Duration::from_secs(3600));
 
     #[test]
     fn an_empty_pool_with_a_warm_buffer_gets_warm_pods_owned_by_the_pool() {
         let snapshot = Snapshot { pools: vec![Arc::new(pool(2))], ..Snapshot::default() };
         let writes = pass(&snapshot, "ns", POLICY, Timestamp::now()).writes;
-        let creates: Vec<_> = writes.iter().filter(|w| matches!(w, Write::CreatePod { .. })).collect();
+        let creates: Vec<_> =
+            writes.iter().filter(|w| matches!(w, Write::CreateWorkstation { .. })).collect();
         assert_eq!(creates.len(), 2, "{writes:#?}");
     }
 
@@ -188,7 +193,9 @@ mod tests {
             "{writes:#?}"
         );
         assert!(
-            !writes.iter().any(|w| matches!(w, Write::CreatePod { .. } | Write::DeletePod { .. })),
+            !writes
+                .iter()
+                .any(|w| matches!(w, Write::CreateWorkstation { .. } | Write::DeleteWorkstation { .. })),
             "no pod is written: the other pod is the warm buffer: {writes:#?}"
         );
     }
@@ -211,7 +218,8 @@ mod tests {
         writes.retain(|w| !matches!(w, Write::PoolStatus { .. }));
         assert_eq!(
             writes,
-            [Write::DeletePod {
+            [Write::DeleteWorkstation {
+                kind: crate::kubernetes::workload::WorkloadKind::Pod,
                 name: "cad-ws-1".into(),
                 uid: "uid-cad-ws-1".into(),
                 session: Some("cad-ws-1".into())
@@ -225,7 +233,7 @@ mod tests {
     }
 
     fn deletes(writes: &[Write]) -> usize {
-        writes.iter().filter(|w| matches!(w, Write::DeletePod { .. })).count()
+        writes.iter().filter(|w| matches!(w, Write::DeleteWorkstation { .. })).count()
     }
 
     fn stored_memory(writes: &[Write]) -> Option<crate::crd::AutoscalerMemory> {

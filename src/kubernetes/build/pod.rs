@@ -7,7 +7,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
 };
 
-use super::labels;
+use crate::kubernetes::labels;
 
 /// Who owns a new pod: its session (started for it) or its pool (warm).
 #[derive(Debug, Clone)]
@@ -100,25 +100,9 @@ pub fn build_workstation_pod(input: &PodInput<'_>) -> Pod {
     }
 }
 
-/// Whole GPUs a pod template asks for (limits, else requests, of `nvidia.com/gpu`).
-pub fn gpus_of(template: &k8s_openapi::api::core::v1::PodTemplateSpec) -> u32 {
-    let Some(spec) = &template.spec else { return 0 };
-    spec.containers
-        .iter()
-        .filter_map(|c| c.resources.as_ref())
-        .filter_map(|r| {
-            r.limits
-                .as_ref()
-                .and_then(|l| l.get(labels::GPU_RESOURCE))
-                .or_else(|| r.requests.as_ref().and_then(|q| q.get(labels::GPU_RESOURCE)))
-        })
-        .filter_map(|q| q.0.parse::<u32>().ok())
-        .sum()
-}
-
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec, PodTemplateSpec};
+    use k8s_openapi::api::core::v1::{Container, EnvVar, PodTemplateSpec};
 
     use super::*;
 
@@ -158,11 +142,5 @@ mod tests {
         assert_eq!(labels["app.kubernetes.io/managed-by"], "cadbroker");
         assert!(!labels.contains_key("cadbroker.io/session"));
         assert_eq!(pod.metadata.owner_references.unwrap()[0].kind, "CapacityPool");
-    }
-
-    #[test]
-    fn gpus_are_read_from_the_template() {
-        assert_eq!(gpus_of(&template()), 2);
-        assert_eq!(gpus_of(&PodTemplateSpec { spec: Some(PodSpec::default()), ..Default::default() }), 0);
     }
 }

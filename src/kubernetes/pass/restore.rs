@@ -5,27 +5,15 @@
 use std::{collections::HashMap, sync::Arc};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
 
-use super::{labels, pod::gpus_of};
 use crate::{
-    crd::{CapacityPool, WorkstationSession},
+    crd::WorkstationSession,
     domain::{
-        Action, EndReason, Endpoint, Observation, PoolName, PoolSpec, Session, SessionId, SessionPhase,
-        State, UserId, Workstation, WorkstationId, WorkstationPhase, apply, observe,
+        Action, EndReason, Observation, PoolName, PoolSpec, Session, SessionId, SessionPhase, State, UserId,
+        Workstation, WorkstationId, WorkstationPhase, apply, observe,
     },
+    kubernetes::{labels, snapshot::Snapshot},
 };
-
-/// Everything the watch caches hold, as one consistent-enough view.
-#[derive(Debug, Clone, Default)]
-pub struct Snapshot {
-    /// CapacityPool objects.
-    pub pools: Vec<Arc<CapacityPool>>,
-    /// WorkstationSession objects.
-    pub sessions: Vec<Arc<WorkstationSession>>,
-    /// Pods labelled as managed by cadbroker.
-    pub pods: Vec<Arc<Pod>>,
-}
 
 /// A session object the leader has not decided yet.
 #[derive(Debug, Clone)]
@@ -57,82 +45,18 @@ fn ts(s: &Option<String>) -> Option<Timestamp> {
     s.as_deref().and_then(|s| s.parse().ok())
 }
 
-/// The domain pool of a CapacityPool object.
-pub fn pool_spec(pool: &CapacityPool) -> PoolSpec {
-    let spec = &pool.spec;
-    PoolSpec {
-        name: PoolName(pool.metadata.name.clone().unwrap_or_default()),
-        display_name: spec.display_name.clone(),
-        description: spec.description.clone(),
-        gpus_per_workstation: gpus_of(&spec.template),
-        gpu_model: spec.gpu_model.clone(),
-        capacity: spec.capacity,
-        access: spec.access.clone(),
-        limits: spec.limits,
-        connect: spec.connect.clone(),
-        // Unusable windows and tuning are left out here and reported by `pool_problems`.
-        schedules: spec.schedules.iter().filter_map(|w| w.to_domain().ok()).collect(),
-        autoscale: spec.autoscale.as_ref().and_then(|a| a.to_domain().ok()).unwrap_or_default(),
-    }
-}
-
-/// Why parts of a pool's spec are ignored: schedule windows or autoscale tuning whose values
-/// the domain cannot read (a misspelt time zone, a time like `7h30`, a duration like `15x`).
-pub fn pool_problems(pool: &CapacityPool) -> Vec<String> {
-    let windows = pool.spec.schedules.iter().filter_map(|w| w.to_domain().err());
-    let tuning = pool.spec.autoscale.as_ref().and_then(|a| a.to_domain().err());
-    windows.chain(tuning).collect()
-}
-
-/// The workstation a pod stands for, or `None` for pods that are not cadbroker workstations.
-pub fn workstation_of(pod: &Pod, pools: &HashMap<String, PoolSpec>) -> Option<Workstation> {
-    let labels = pod.metadata.labels.as_ref()?;
-    let pool = labels.get(labels::POOL)?;
-    let status = pod.status.as_ref();
-    let ready = status
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    let pod_phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
-    let ip = status.and_then(|s| s.pod_ip.clone());
-    let phase = if pod.metadata.deletion_timestamp.is_some() || matches!(pod_phase, "Failed" | "Succeeded") {
-        WorkstationPhase::Stopping
-    } else if pod_phase == "Running" && ready && ip.is_some() {
-        WorkstationPhase::Ready
-    } else {
-        WorkstationPhase::Starting
-    };
-    let port = pools.get(pool).map_or(6080, |p| p.connect.port);
-    let message = status.and_then(|s| s.conditions.as_ref()).and_then(|cs| {
-        cs.iter().find(|c| c.type_ == "PodScheduled" && c.status == "False").and_then(|c| c.message.clone())
-    });
-    let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or(Timestamp::UNIX_EPOCH);
-    Some(Workstation {
-        id: WorkstationId(pod.metadata.name.clone()?),
-        pool: PoolName(pool.clone()),
-        phase,
-        session: labels.get(labels::SESSION).map(|s| SessionId(s.clone())),
-        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-        endpoint: (phase == WorkstationPhase::Ready)
-            .then(|| Endpoint { host: ip.clone().unwrap_or_default(), port }),
-        created_at: created,
-        ready_at: (phase == WorkstationPhase::Ready).then_some(created),
-        message,
-    })
-}
-
 /// Reads a snapshot back into the domain.
 pub fn restore(snapshot: &Snapshot, now: Timestamp) -> Restored {
-    let pools: HashMap<String, PoolSpec> =
-        snapshot.pools.iter().map(|p| (p.metadata.name.clone().unwrap_or_default(), pool_spec(p))).collect();
+    let pools: HashMap<String, PoolSpec> = snapshot
+        .pools
+        .iter()
+        .map(|p| (p.metadata.name.clone().unwrap_or_default(), PoolSpec::from(p.as_ref())))
+        .collect();
     let mut out = Restored { state: State::with_pools(pools.values().cloned()), ..Restored::default() };
     let mut held_by: HashMap<SessionId, WorkstationId> = HashMap::new();
     let mut max_number = 0;
-    let mut workstations: Vec<Workstation> = snapshot
-        .pods
-        .iter()
-        .filter(|pod| !super::placeholder::is_placeholder(pod))
-        .filter_map(|pod| workstation_of(pod, &pools))
-        .collect();
+    let mut workstations: Vec<Workstation> =
+        snapshot.workstations().filter_map(|object| object.workstation(&pools)).collect();
     claim_by_name(&mut workstations, &snapshot.sessions);
     release_extra_claims(&mut workstations);
     // Buffer pods' names become session names, so neither may be generated again while either

@@ -1,6 +1,6 @@
-//! Carries out planned writes against the API server: pod writes first (creates, claims as
-//! compare-and-swap, deletes), then the status writes that depended on them. 404 on delete and
-//! 409 on create count as done; a lost claim race is skipped and decided again next pass. Each
+//! Carries out planned writes against the API server: workstation and placeholder writes
+//! first (creates, deletes), then the status writes that depended on them. 404 on delete and
+//! 409 on create count as done; a lost race is skipped and decided again next pass. Each
 //! failure is counted under its category and reported as a Kubernetes Event on the object it
 //! concerns (the session or the pool), so `kubectl describe` shows why a session is stuck.
 
@@ -16,12 +16,18 @@ use kube::{
 use serde_json::{Value, json};
 
 use super::{
-    events::Events,
+    events::{self, Events},
     metrics::{Category, KubeMetrics},
     overlay::Written,
-    plan::Write,
 };
-use crate::crd::{CapacityPool, WorkstationSession, WorkstationSessionStatus};
+use crate::{
+    crd::{CapacityPool, WorkstationSession, WorkstationSessionStatus},
+    kubernetes::{
+        labels,
+        pass::write::Write,
+        workload::{WorkloadKind, WorkstationManifest},
+    },
+};
 
 /// Writes in flight at once.
 const CONCURRENCY: usize = 32;
@@ -83,7 +89,7 @@ impl Writer {
     async fn failed(&self, category: Category, session: Option<&str>, pool: Option<&str>, e: &kube::Error) {
         self.metrics.error(category);
         tracing::warn!(error = %e, category = category.label(), session, pool, "write failed");
-        let note = format!("{}: {}", category.label(), crate::kubernetes::events::short(e));
+        let note = format!("{}: {}", category.label(), events::short(e));
         match (session, pool) {
             (Some(s), _) => self.events.warn_session(s, category.reason(), note).await,
             (None, Some(p)) => self.events.warn_pool(p, category.reason(), note).await,
@@ -93,11 +99,13 @@ impl Writer {
 
     /// Executes `writes` in two waves.
     pub async fn execute(&self, writes: Vec<Write>) -> Outcome {
-        let (pod_writes, rest): (Vec<_>, Vec<_>) =
-            writes.into_iter().partition(|w| matches!(w, Write::CreatePod { .. } | Write::DeletePod { .. }));
+        let (pod_writes, rest): (Vec<_>, Vec<_>) = writes.into_iter().partition(Write::is_object_write);
         let mut outcome = Outcome::default();
-        let results: Vec<(Option<String>, bool, Option<Written>)> =
-            stream::iter(pod_writes).map(|w| self.pod_write(w)).buffer_unordered(CONCURRENCY).collect().await;
+        let results: Vec<(Option<String>, bool, Option<Written>)> = stream::iter(pod_writes)
+            .map(|w| self.object_write(w))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
         let mut failed_pods = HashSet::new();
         for (name, ok, written) in results {
             outcome.written.extend(written);
@@ -127,57 +135,75 @@ impl Writer {
         outcome
     }
 
-    async fn pod_write(&self, write: Write) -> (Option<String>, bool, Option<Written>) {
+    async fn object_write(&self, write: Write) -> (Option<String>, bool, Option<Written>) {
         let point = fault::point_of(&write);
-        let outcome = self.pod_write_inner(write).await;
+        let outcome = self.object_write_inner(write).await;
         if outcome.1 {
             fault::pause_after(point).await;
         }
         outcome
     }
 
-    async fn pod_write_inner(&self, write: Write) -> (Option<String>, bool, Option<Written>) {
+    async fn object_write_inner(&self, write: Write) -> (Option<String>, bool, Option<Written>) {
         match write {
-            Write::CreatePod { pod } => {
-                let name = pod.metadata.name.clone();
-                let result = self.pods.create(&PostParams::default(), &pod).await;
-                let ok = match &result {
-                    Ok(_) => true,
-                    // Already there: an earlier pass or another allocator created it.
-                    Err(e) if is_status(e, 409) => true,
-                    Err(e) => {
-                        let session = pod_label(&pod, super::labels::SESSION);
-                        // A placeholder's failure (say, its PriorityClass is missing) shows on its pool.
-                        let pool = pod_label(&pod, super::labels::POOL)
-                            .or_else(|| pod_label(&pod, super::labels::PLACEHOLDER_FOR));
-                        self.failed(Category::CreatePod, session, pool, e).await;
-                        false
-                    }
-                };
-                (name, ok, result.ok().map(|p| Written::Pod(Box::new(p))))
+            Write::CreateWorkstation { manifest } => self.create_workstation(manifest).await,
+            Write::DeleteWorkstation { kind: WorkloadKind::Pod, name, uid, session } => {
+                self.delete_pod(name, uid, session).await
             }
-            Write::DeletePod { name, uid, session } => {
-                let dp = DeleteParams {
-                    preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
-                    ..Default::default()
-                };
-                let result = self.pods.delete(&name, &dp).await;
-                let (ok, written) = match result {
-                    // Terminating (a grace period): the pod as it is now.
-                    Ok(Either::Left(pod)) => (true, Written::Pod(Box::new(pod))),
-                    Ok(Either::Right(_)) => (true, Written::PodGone(name.clone())),
-                    Err(e) if is_status(&e, 404) || is_status(&e, 409) => {
-                        (true, Written::PodGone(name.clone()))
-                    }
-                    Err(e) => {
-                        self.failed(Category::DeletePod, session.as_deref(), None, &e).await;
-                        return (Some(name), false, None);
-                    }
-                };
-                (Some(name), ok, Some(written))
-            }
+            Write::CreatePlaceholder { pod } => self.create_pod(*pod).await,
+            Write::DeletePlaceholder { name, uid } => self.delete_pod(name, uid, None).await,
             _ => (None, true, None),
         }
+    }
+
+    async fn create_workstation(
+        &self,
+        manifest: WorkstationManifest,
+    ) -> (Option<String>, bool, Option<Written>) {
+        match manifest {
+            WorkstationManifest::Pod(pod) => self.create_pod(*pod).await,
+        }
+    }
+
+    async fn create_pod(&self, pod: Pod) -> (Option<String>, bool, Option<Written>) {
+        let name = pod.metadata.name.clone();
+        let result = self.pods.create(&PostParams::default(), &pod).await;
+        let ok = match &result {
+            Ok(_) => true,
+            // Already there: an earlier pass or another allocator created it.
+            Err(e) if is_status(e, 409) => true,
+            Err(e) => {
+                let session = pod_label(&pod, labels::SESSION);
+                // A placeholder's failure (say, its PriorityClass is missing) shows on its pool.
+                let pool = pod_label(&pod, labels::POOL).or_else(|| pod_label(&pod, labels::PLACEHOLDER_FOR));
+                self.failed(Category::CreatePod, session, pool, e).await;
+                false
+            }
+        };
+        (name, ok, result.ok().map(|p| Written::Pod(Box::new(p))))
+    }
+
+    async fn delete_pod(
+        &self,
+        name: String,
+        uid: String,
+        session: Option<String>,
+    ) -> (Option<String>, bool, Option<Written>) {
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
+            ..Default::default()
+        };
+        let written = match self.pods.delete(&name, &dp).await {
+            // Terminating (a grace period): the pod as it is now.
+            Ok(Either::Left(pod)) => Written::Pod(Box::new(pod)),
+            Ok(Either::Right(_)) => Written::PodGone(name.clone()),
+            Err(e) if is_status(&e, 404) || is_status(&e, 409) => Written::PodGone(name.clone()),
+            Err(e) => {
+                self.failed(Category::DeletePod, session.as_deref(), None, &e).await;
+                return (Some(name), false, None);
+            }
+        };
+        (Some(name), true, Some(written))
     }
 
     async fn other_write(&self, write: Write) -> (bool, Option<Written>) {
@@ -217,7 +243,7 @@ impl Writer {
 
 /// Replaces a session's status with a merge patch, as a compare-and-swap when
 /// `resource_version` is given (409 when the object changed since).
-pub(super) async fn write_status(
+pub(in crate::kubernetes) async fn write_status(
     sessions: &Api<WorkstationSession>,
     name: &str,
     status: &WorkstationSessionStatus,
@@ -243,17 +269,14 @@ fn pod_label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
 
 /// Test-only pauses in the write sequence, so that a test can kill -9 the broker exactly
 /// between a pod write and the status write that follows it.
-pub(super) mod fault {
-    use super::Write;
+pub(in crate::kubernetes) mod fault {
+    use crate::kubernetes::{labels, pass::write::Write};
 
     /// The pause point of a write that concerns a session (warm-buffer writes have none).
     pub fn point_of(write: &Write) -> &'static str {
-        let labelled = |pod: &k8s_openapi::api::core::v1::Pod| {
-            pod.metadata.labels.as_ref().is_some_and(|l| l.contains_key(super::super::labels::SESSION))
-        };
         match write {
-            Write::CreatePod { pod } if labelled(pod) => "create",
-            Write::DeletePod { session: Some(_), .. } => "delete",
+            Write::CreateWorkstation { manifest } if manifest.label(labels::SESSION).is_some() => "create",
+            Write::DeleteWorkstation { session: Some(_), .. } => "delete",
             _ => "",
         }
     }

@@ -20,9 +20,11 @@ use tokio::{
     task::JoinSet,
 };
 
-use super::{labels, restore::Snapshot};
-use crate::crd::{CapacityPool, WorkstationSession};
-use crate::shutdown::Shutdown;
+use crate::{
+    crd::{CapacityPool, WorkstationSession},
+    kubernetes::{labels, snapshot::Snapshot},
+    shutdown::Shutdown,
+};
 
 /// The three caches and their change signals.
 #[derive(Clone)]

@@ -8,7 +8,7 @@
 
 use jiff::Timestamp;
 
-use super::{labels, restore::Snapshot};
+use crate::kubernetes::{labels, snapshot::Snapshot};
 use crate::{crd::WorkstationSession, domain::SessionId};
 
 fn annotation(cr: &WorkstationSession, key: &str) -> Option<Timestamp> {

@@ -14,8 +14,10 @@ use std::{
 use k8s_openapi::api::core::v1::Pod;
 use kube::Resource;
 
-use super::restore::Snapshot;
-use crate::crd::{CapacityPool, WorkstationSession};
+use crate::{
+    crd::{CapacityPool, WorkstationSession},
+    kubernetes::snapshot::Snapshot,
+};
 
 /// An entry older than this gives way to the cache whatever its version (a watch that fell
 /// far behind must not let an old write hide newer changes for long).

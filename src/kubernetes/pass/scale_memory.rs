@@ -6,7 +6,7 @@
 
 use jiff::Timestamp;
 
-use super::restore::Snapshot;
+use crate::kubernetes::snapshot::Snapshot;
 use crate::{
     crd::AutoscalerMemory,
     domain::{Action, PoolName, State, apply, memory::ScaleMemory},

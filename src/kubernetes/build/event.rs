@@ -1,29 +1,21 @@
-//! The autoscaler's and the culler's decisions in cluster mode, kept as Kubernetes Events on
-//! their CapacityPool (events.k8s.io/v1, type Normal): the note is the decision's one-line
-//! reason for `kubectl describe capacitypool`, a label names the pool and an annotation holds
-//! the whole decision, so that `GET /api/v1/pools/{name}/decisions` on any replica, and on a
-//! restarted broker, reads back exactly what the leader decided. They live as long as the API
-//! server keeps Events (`--event-ttl`, one hour by default). Building and reading an Event is
-//! pure; `read` is the one list call.
+//! The Event objects cadbroker writes, pure: a decision of the autoscaler or the culler as a
+//! Kubernetes Event on its CapacityPool (events.k8s.io/v1, type Normal) and back. The note is
+//! the decision's one-line reason for `kubectl describe capacitypool`, a label names the pool
+//! and an annotation holds the whole decision, so that `GET /api/v1/pools/{name}/decisions` on
+//! any replica, and on a restarted broker, reads back exactly what the leader decided. They
+//! live as long as the API server keeps Events (`--event-ttl`, one hour by default).
 
 use jiff::Timestamp;
 use k8s_openapi::{
     api::{core::v1::ObjectReference, events::v1::Event},
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
 };
-use kube::{Api, api::ListParams};
 
-use super::labels;
-use crate::{
-    domain::{Decision, DecisionKind, PoolName},
-    service::engine::DECISIONS_KEPT,
-};
+use crate::domain::{DECISIONS_KEPT, Decision, DecisionKind, PoolName};
+use crate::kubernetes::labels;
 
-/// Events read per list request.
-const PAGE: u32 = 500;
-/// Most Events read for one answer: a bound on the work of one admin request, far above the
-/// decisions a pool makes within the Events' lifetime.
-const MAX_READ: usize = 5_000;
+/// Longest note the Events API accepts is 1 kB; keep well inside it.
+const MAX_NOTE: usize = 900;
 
 /// The Event reason of a decision kind: fixed words for `kubectl get events --field-selector`.
 pub fn reason_of(kind: DecisionKind) -> &'static str {
@@ -68,7 +60,7 @@ pub fn build_decision_event(
         type_: Some("Normal".into()),
         reason: Some(reason_of(decision.kind).into()),
         action: Some(action_of(decision.kind).into()),
-        note: Some(super::events::truncate(decision.reason.clone())),
+        note: Some(truncate(decision.reason.clone())),
         regarding: Some(regarding),
         related,
         reporting_controller: Some("cadbroker".into()),
@@ -95,23 +87,17 @@ pub fn newest_first(events: &[Event], pool: &PoolName) -> Vec<Decision> {
     found.into_iter().take(DECISIONS_KEPT).map(|(_, _, d)| d).collect()
 }
 
-/// Lists `pool`'s decision Events (label-selected, paged, bounded) and returns its decisions,
-/// newest first.
-pub async fn read(events: &Api<Event>, pool: &PoolName) -> Result<Vec<Decision>, kube::Error> {
-    let selector = format!("{}={}", labels::DECISION_POOL, pool);
-    let mut params = ListParams::default().labels(&selector).limit(PAGE);
-    let mut items = Vec::new();
-    loop {
-        let page = events.list(&params).await?;
-        items.extend(page.items);
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() && items.len() < MAX_READ => {
-                params = params.continue_token(&token)
-            }
-            _ => break,
+/// `note` cut to what the Events API accepts, on a character boundary.
+pub fn truncate(mut note: String) -> String {
+    if note.len() > MAX_NOTE {
+        let mut end = MAX_NOTE;
+        while !note.is_char_boundary(end) {
+            end -= 1;
         }
+        note.truncate(end);
+        note.push('…');
     }
-    Ok(newest_first(&items, pool))
+    note
 }
 
 #[cfg(test)]
@@ -178,5 +164,13 @@ mod tests {
         let c = build_decision_event(&decision(DecisionKind::Warn, 6, "r"), pool_ref(), None, 0, "b");
         let names: Vec<String> = [a, b, c].into_iter().map(|e| e.metadata.name.unwrap()).collect();
         assert!(names[0] < names[1] && names[1] < names[2], "{names:?}");
+    }
+
+    #[test]
+    fn long_notes_are_cut_on_a_character_boundary() {
+        let note = "é".repeat(1000);
+        let cut = truncate(note);
+        assert!(cut.len() <= MAX_NOTE + '…'.len_utf8());
+        assert!(cut.ends_with('…'));
     }
 }

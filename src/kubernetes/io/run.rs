@@ -1,5 +1,6 @@
 //! Starting cluster mode: a client from the configured kubeconfig (or in-cluster), a check
-//! that the CRDs are installed, the watch caches, the lease and the allocator.
+//! that the CRDs are installed, the watch caches, the lease, the allocator and the session
+//! service.
 
 use std::sync::Arc;
 
@@ -18,14 +19,13 @@ use super::{
     execute::Writer,
     lease::{self, LeaseConfig},
     metrics::KubeMetrics,
-    service::{KubeSessionService, ServiceSettings},
     store::Stores,
 };
 use crate::{
+    clock::Clock,
     config::{BrokerConfig, KubernetesConfig},
-    domain::{Handover, ReconcilePolicy, RequestPolicy},
-    metrics::StatsSource,
-    service::engine::{EnginePolicy, EngineStats},
+    domain::{Handover, Policy},
+    kubernetes::service::{KubeSessionService, ServiceSettings},
     shutdown::Shutdown,
 };
 
@@ -74,30 +74,48 @@ pub async fn check_crds(client: &Client) -> Result<(), KubeStartError> {
     Ok(())
 }
 
+/// What cluster mode runs on, besides its config.
+pub struct Runtime<'a> {
+    /// The domain's rules; cluster mode needs `Handover::NamedRequestOnly` (only a request's
+    /// named create hands a buffer workstation over, docs/cluster-mode.md).
+    pub policy: Policy,
+    /// Where the service and the allocator read the time.
+    pub clock: Arc<dyn Clock>,
+    /// The broker's background tasks.
+    pub tasks: &'a mut JoinSet<()>,
+    /// Ends the caches, the lease and the allocator.
+    pub shutdown: Shutdown,
+}
+
 /// Starts the caches, the lease and the allocator; returns the API's service.
 pub async fn start(
     cfg: &KubernetesConfig,
     broker: &BrokerConfig,
-    policy: EnginePolicy,
-    tasks: &mut JoinSet<()>,
-    shutdown: Shutdown,
+    runtime: Runtime<'_>,
 ) -> Result<(Arc<KubeSessionService>, Arc<KubeMetrics>), KubeStartError> {
-    // Only a request's named create hands a buffer pod over (docs/cluster-mode.md).
-    let handover = Handover::NamedRequestOnly;
-    let policy = EnginePolicy {
-        request: RequestPolicy { handover, ..policy.request },
-        reconcile: ReconcilePolicy { handover, ..policy.reconcile },
-    };
+    let Runtime { policy, clock, tasks, shutdown } = runtime;
+    if policy.handover() != Handover::NamedRequestOnly {
+        return Err(KubeStartError::Config(
+            "cluster mode hands warm workstations over by named request only".into(),
+        ));
+    }
     let metrics = Arc::new(KubeMetrics::default());
     let client = client(cfg, &metrics).await?;
     check_crds(&client).await?;
     let stores = Stores::start(&client, &cfg.namespace, tasks, &shutdown);
     let settings = ServiceSettings {
         create_wait: cfg.create_wait,
-        max_sessions_per_user: broker.max_sessions_per_user,
+        request: policy.request,
         activity_interval: cfg.activity_interval,
     };
-    let service = KubeSessionService::new(&client, &cfg.namespace, stores.clone(), settings, metrics.clone());
+    let service = KubeSessionService::new(
+        &client,
+        &cfg.namespace,
+        stores.clone(),
+        settings,
+        metrics.clone(),
+        clock.clone(),
+    );
     let (leading_tx, leading) = watch::channel(false);
     // Unique per start, also for two brokers in one process: a shared identity would let both
     // believe they hold the Lease.
@@ -121,6 +139,7 @@ pub async fn start(
         events,
         namespace: cfg.namespace.clone(),
         policy,
+        clock,
         interval: broker.reconcile_interval,
     };
     tasks.spawn(controller::run(allocator, leading, shutdown));
@@ -133,16 +152,4 @@ fn hostname() -> String {
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_owned()))
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "cadbroker".into())
-}
-
-impl std::fmt::Debug for KubeSessionService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KubeSessionService").finish_non_exhaustive()
-    }
-}
-
-impl StatsSource for KubeSessionService {
-    fn stats(&self) -> EngineStats {
-        EngineStats::of(&self.state())
-    }
 }

@@ -3,17 +3,18 @@
 
 use std::time::Duration;
 
-use jiff::Timestamp;
 use tokio::{sync::watch, time::Instant};
 
-use super::{
-    allocate::{Pass, pass},
-    events::Events,
-    execute::Writer,
-    overlay::Overlay,
-    store::Stores,
+use super::{events::Events, execute::Writer, overlay::Overlay, store::Stores};
+use crate::{
+    clock::Clock,
+    domain::Policy,
+    kubernetes::{
+        pass::{Pass, pass},
+        snapshot::Snapshot,
+    },
+    shutdown::Shutdown,
 };
-use crate::{service::engine::EnginePolicy, shutdown::Shutdown};
 
 /// Shortest time between two passes. Requests that take a ready warm pod never wait for a pass
 /// (the replica answers from the create), so a pass is needed only for what takes seconds
@@ -32,14 +33,16 @@ pub struct Allocator {
     /// Namespace of everything.
     pub namespace: String,
     /// Domain policies.
-    pub policy: EnginePolicy,
+    pub policy: Policy,
+    /// Where passes read the time.
+    pub clock: std::sync::Arc<dyn Clock>,
     /// Pass at least this often.
     pub interval: Duration,
 }
 
 /// Runs the allocator until shutdown, passing only while `leading`.
 pub async fn run(allocator: Allocator, mut leading: watch::Receiver<bool>, mut shutdown: Shutdown) {
-    let Allocator { stores, writer, events, namespace, policy, interval } = allocator;
+    let Allocator { stores, writer, events, namespace, policy, clock, interval } = allocator;
     tracing::debug!("allocator starting");
     let mut changes = stores.changes();
     tokio::select! {
@@ -65,7 +68,7 @@ pub async fn run(allocator: Allocator, mut leading: watch::Receiver<bool>, mut s
         changes.borrow_and_update();
         let snapshot = overlay.apply(stores.snapshot(), std::time::Instant::now());
         reported.report(&snapshot, &events);
-        let Pass { writes, decisions } = pass(&snapshot, &namespace, policy, Timestamp::now());
+        let Pass { writes, decisions } = pass(&snapshot, &namespace, policy, clock.now());
         last = Instant::now();
         tracing::debug!(writes = writes.len(), decisions = decisions.len(), "allocator pass");
         for decision in &decisions {
@@ -101,7 +104,7 @@ pub async fn run(allocator: Allocator, mut leading: watch::Receiver<bool>, mut s
 struct ReportedProblems(std::collections::HashMap<String, i64>);
 
 impl ReportedProblems {
-    fn report(&mut self, snapshot: &super::restore::Snapshot, events: &super::events::Events) {
+    fn report(&mut self, snapshot: &Snapshot, events: &Events) {
         for pool in &snapshot.pools {
             let (Some(name), generation) =
                 (pool.metadata.name.clone(), pool.metadata.generation.unwrap_or(0))
@@ -112,7 +115,7 @@ impl ReportedProblems {
                 continue;
             }
             self.0.insert(name.clone(), generation);
-            let problems = super::restore::pool_problems(pool);
+            let problems = pool.spec_problems();
             if problems.is_empty() {
                 continue;
             }

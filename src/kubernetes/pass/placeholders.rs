@@ -1,5 +1,5 @@
-//! Placeholder pods (a CapacityPool's `spec.placeholders`), pure: the pod a placeholder is,
-//! and the writes that keep each pool at its configured count. No client required.
+//! Placeholder pods (a CapacityPool's `spec.placeholders`), pure: the writes that keep each
+//! pool at its configured count. The pod itself is built in [`crate::kubernetes::build::placeholder`].
 //!
 //! A placeholder holds room for one workstation on a GPU node at a PriorityClass below every
 //! real workload. A workstation that finds no room preempts one (the scheduler's work, not
@@ -10,97 +10,22 @@
 
 use std::collections::BTreeSet;
 
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::Pod;
 
-use super::{
-    labels,
-    plan::Write,
-    pod::{Owner, PodInput, build_workstation_pod},
-    restore::Snapshot,
+use super::write::Write;
+use crate::{
+    domain::State,
+    kubernetes::{
+        build::placeholder::{build_placeholder_pod, placeholder_name},
+        labels,
+        snapshot::{Snapshot, is_placeholder},
+    },
 };
-use crate::{crd::CapacityPool, domain::State};
-
-/// Whether a pod is a placeholder (of any pool).
-pub fn is_placeholder(pod: &Pod) -> bool {
-    pod.metadata
-        .labels
-        .as_ref()
-        .is_some_and(|l| l.get(labels::ROLE).is_some_and(|r| r == labels::ROLE_PLACEHOLDER))
-}
 
 /// The pool a placeholder pod holds room for.
 fn placeholder_pool(pod: &Pod) -> Option<&str> {
     is_placeholder(pod)
         .then(|| pod.metadata.labels.as_ref()?.get(labels::PLACEHOLDER_FOR).map(String::as_str))?
-}
-
-/// Name of a pool's `n`-th placeholder.
-pub fn placeholder_name(pool: &str, n: u32) -> String {
-    format!("{pool}-placeholder-{n}")
-}
-
-/// Builds placeholder pod `name` of `pool`: the template's scheduling constraints and
-/// resources, its images running `sleep infinity` (an image without `sleep` restarts, yet the
-/// pod keeps its node and its resources, which is all a placeholder is for), nothing else of
-/// the template (no env, volumes or init containers: it runs nothing, so it must not check out
-/// licences or mount home volumes), the placeholder PriorityClass, no grace period (so a
-/// preempting workstation waits as little as possible), and the pool as its owner.
-pub fn build_placeholder_pod(pool: &CapacityPool, name: &str, namespace: &str, priority_class: &str) -> Pod {
-    let pool_name = pool.metadata.name.clone().unwrap_or_default();
-    let template = &pool.spec.template;
-    let src = template.spec.clone().unwrap_or_default();
-    let containers = src
-        .containers
-        .iter()
-        .map(|c| Container {
-            name: c.name.clone(),
-            image: c.image.clone(),
-            image_pull_policy: c.image_pull_policy.clone(),
-            command: Some(vec!["sleep".into(), "infinity".into()]),
-            resources: c.resources.clone(),
-            security_context: c.security_context.clone(),
-            ..Default::default()
-        })
-        .collect();
-    let spec = PodSpec {
-        containers,
-        node_selector: src.node_selector,
-        tolerations: src.tolerations,
-        affinity: src.affinity,
-        topology_spread_constraints: src.topology_spread_constraints,
-        runtime_class_name: src.runtime_class_name,
-        scheduler_name: src.scheduler_name,
-        image_pull_secrets: src.image_pull_secrets,
-        resource_claims: src.resource_claims,
-        security_context: src.security_context,
-        priority_class_name: Some(priority_class.to_owned()),
-        restart_policy: Some("Always".into()),
-        termination_grace_period_seconds: Some(0),
-        ..Default::default()
-    };
-    let reduced = PodTemplateSpec { metadata: template.metadata.clone(), spec: Some(spec) };
-    let owner = Owner {
-        kind: "CapacityPool",
-        name: pool_name.clone(),
-        uid: pool.metadata.uid.clone().unwrap_or_default(),
-    };
-    // The workstation builder adds cadbroker's labels and the restricted security context the
-    // workstations namespace enforces; then the pool label gives way to the placeholder's own.
-    let mut pod = build_workstation_pod(&PodInput {
-        name,
-        namespace,
-        pool: &pool_name,
-        template: &reduced,
-        gpu_model: pool.spec.gpu_model.as_deref(),
-        session: None,
-        owner: &owner,
-    });
-    let meta_labels = pod.metadata.labels.get_or_insert_with(Default::default);
-    meta_labels.remove(labels::POOL);
-    meta_labels.remove(labels::SESSION);
-    meta_labels.insert(labels::ROLE.into(), labels::ROLE_PLACEHOLDER.into());
-    meta_labels.insert(labels::PLACEHOLDER_FOR.into(), pool_name);
-    pod
 }
 
 /// Whether a placeholder still holds (or waits for) room: not being deleted, not finished.
@@ -110,10 +35,9 @@ fn is_live(pod: &Pod) -> bool {
 }
 
 fn delete(pod: &Pod) -> Write {
-    Write::DeletePod {
+    Write::DeletePlaceholder {
         name: pod.metadata.name.clone().unwrap_or_default(),
         uid: pod.metadata.uid.clone().unwrap_or_default(),
-        session: None,
     }
 }
 
@@ -127,8 +51,7 @@ pub fn plan_placeholders(desired: &State, snapshot: &Snapshot, namespace: &str) 
     for pool in &snapshot.pools {
         let Some(name) = pool.metadata.name.as_deref() else { continue };
         let Some(spec) = desired.pool(&name.into()) else { continue };
-        let ours: Vec<&Pod> =
-            snapshot.pods.iter().map(AsRef::as_ref).filter(|p| placeholder_pool(p) == Some(name)).collect();
+        let ours: Vec<&Pod> = snapshot.placeholders().filter(|p| placeholder_pool(p) == Some(name)).collect();
         let (count, class) = match &pool.spec.placeholders {
             Some(p) => (p.count, p.priority_class_name.as_str()),
             None => (0, ""),
@@ -151,7 +74,7 @@ pub fn plan_placeholders(desired: &State, snapshot: &Snapshot, namespace: &str) 
             let free = (1..).map(|n| placeholder_name(name, n)).filter(|n| !taken.contains(n.as_str()));
             for pod_name in free.take(wanted - live.len()) {
                 let pod = build_placeholder_pod(pool, &pod_name, namespace, class);
-                writes.push(Write::CreatePod { pod: Box::new(pod) });
+                writes.push(Write::CreatePlaceholder { pod: Box::new(pod) });
             }
         }
     }
@@ -167,8 +90,9 @@ mod tests {
 
     use super::*;
     use crate::{
+        crd::CapacityPool,
         domain::{PoolName, SessionId, Workstation, WorkstationId, WorkstationPhase},
-        kubernetes::restore::{pool_spec, restore},
+        kubernetes::pass::restore::restore,
     };
 
     fn pool(max: u32, placeholders: Option<u32>) -> CapacityPool {
@@ -201,7 +125,7 @@ mod tests {
     }
 
     fn state_of(pool: &CapacityPool, workstations: u32) -> State {
-        let mut state = State::with_pools([pool_spec(pool)]);
+        let mut state = State::with_pools([crate::domain::PoolSpec::from(pool)]);
         for i in 0..workstations {
             state.restore_workstation(Workstation {
                 id: WorkstationId(format!("cad-ws-{i}")),
@@ -236,7 +160,7 @@ mod tests {
         writes
             .iter()
             .filter_map(|w| match w {
-                Write::CreatePod { pod } => pod.metadata.name.clone(),
+                Write::CreatePlaceholder { pod } => pod.metadata.name.clone(),
                 _ => None,
             })
             .collect()
@@ -246,7 +170,7 @@ mod tests {
         writes
             .iter()
             .filter_map(|w| match w {
-                Write::DeletePod { name, .. } => Some(name.clone()),
+                Write::DeletePlaceholder { name, .. } => Some(name.clone()),
                 _ => None,
             })
             .collect()

@@ -13,12 +13,13 @@ use kube::{
 };
 
 use super::store::Stores;
-use crate::domain::Decision;
+use crate::{
+    domain::Decision,
+    kubernetes::build::event::{self, truncate},
+};
 
 /// How long one Event write may take before it is given up.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
-/// Longest note the Events API accepts is 1 kB; keep well inside it.
-const MAX_NOTE: usize = 900;
 
 /// Publishes Events about the objects in one namespace.
 #[derive(Clone)]
@@ -67,7 +68,7 @@ impl Events {
         let Some(pool) = self.stores.pool(&self.namespace, decision.pool.as_str()) else { return };
         let session =
             decision.session.as_ref().and_then(|s| self.stores.session(&self.namespace, s.as_str()));
-        let event = super::decisions::build_decision_event(
+        let event = event::build_decision_event(
             decision,
             pool.object_ref(&()),
             session.map(|s| s.object_ref(&())),
@@ -111,31 +112,5 @@ pub fn short(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
         other => other.to_string(),
-    }
-}
-
-/// `note` cut to what the Events API accepts, on a character boundary.
-pub(super) fn truncate(mut note: String) -> String {
-    if note.len() > MAX_NOTE {
-        let mut end = MAX_NOTE;
-        while !note.is_char_boundary(end) {
-            end -= 1;
-        }
-        note.truncate(end);
-        note.push('…');
-    }
-    note
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn long_notes_are_cut_on_a_character_boundary() {
-        let note = "é".repeat(1000);
-        let cut = truncate(note);
-        assert!(cut.len() <= MAX_NOTE + '…'.len_utf8());
-        assert!(cut.ends_with('…'));
     }
 }
