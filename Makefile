@@ -31,7 +31,7 @@ test-browser: ## the portal in headless Chromium against real local desktops (te
 # two cluster suites above again as that identity; any failure fails the run.
 test-in-cluster: ## tests that need the running local cluster (KUBECONFIG set by cluster.sh run)
 	$(CLUSTER) smoke
-	cargo test --locked --features cluster-tests --test kube_backend --test kube_recovery
+	cargo test --locked --features cluster-tests --test kube_backend --test kube_recovery --test request_rules
 	tests/charts/run.sh
 
 lint: ## formatting and clippy, as CI runs them

@@ -188,3 +188,86 @@ pub(super) fn place(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{SessionPhase, UserId, Workstation, WorkstationId, WorkstationPhase, mk_pool};
+
+    const POLICY: RequestPolicy =
+        RequestPolicy { max_sessions_per_user: 1, handover: Handover::NamedRequestOnly };
+
+    fn caller(user: &str) -> Caller {
+        Caller { user: UserId(user.into()), groups: None, admin: false }
+    }
+
+    fn t0() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap()
+    }
+
+    #[test]
+    fn the_check_says_why_a_request_is_refused_and_each_refusal_ends_with_its_own_reason() {
+        let mut gis = mk_pool("gis", 0, 2, 0);
+        gis.access.all_authenticated = false;
+        let mut state = State::with_pools([mk_pool("cad", 0, 2, 0), gis]);
+        let pool = |n: &str| PoolName(n.into());
+        let refused = |state: &State, p: &str, key: Option<&str>| {
+            check_request(state, &caller("alice"), &pool(p), key, POLICY).unwrap_err()
+        };
+        assert_eq!(refused(&state, "nosuch", None).end_reason(), EndReason::PoolDeleted);
+        assert_eq!(refused(&state, "gis", None).end_reason(), EndReason::NotEntitled);
+        assert_eq!(check_request(&state, &caller("alice"), &pool("cad"), Some("k"), POLICY), Ok(None));
+        let s =
+            Session::new(SessionId("s1".into()), UserId("alice".into()), pool("cad"), t0(), Some("k".into()));
+        state.restore_session(s);
+        let again = check_request(&state, &caller("alice"), &pool("cad"), None, POLICY);
+        assert_eq!(again, Ok(Some(SessionId("s1".into()))), "a repeated request returns the live session");
+        let mut other = mk_pool("other", 0, 2, 0);
+        other.name = pool("other");
+        state = {
+            let mut s = State::with_pools([mk_pool("cad", 0, 2, 0), other]);
+            let session = Session::new(
+                SessionId("s1".into()),
+                UserId("alice".into()),
+                pool("cad"),
+                t0(),
+                Some("k".into()),
+            );
+            s.restore_session(session);
+            s
+        };
+        assert_eq!(refused(&state, "other", Some("k")).end_reason(), EndReason::IdempotencyConflict);
+        assert_eq!(refused(&state, "other", None).end_reason(), EndReason::UserLimit);
+    }
+
+    #[test]
+    fn a_request_that_took_a_ready_workstation_by_name_is_ready_on_it() {
+        let mut state = State::with_pools([mk_pool("cad", 0, 2, 0)]);
+        let ws = |phase| Workstation {
+            id: WorkstationId("cad-ws-1".into()),
+            pool: PoolName("cad".into()),
+            phase,
+            session: None,
+            node: None,
+            endpoint: None,
+            created_at: t0(),
+            ready_at: None,
+            message: None,
+        };
+        let req = NewSession {
+            id: SessionId("cad-ws-1".into()),
+            pool: PoolName("cad".into()),
+            idempotency_key: None,
+        };
+        let id = WorkstationId("cad-ws-1".into());
+        state.restore_workstation(ws(WorkstationPhase::Starting));
+        assert!(taken_by_name(&state, &caller("alice"), &req, &id, t0()).is_none(), "not ready yet");
+        state.restore_workstation(ws(WorkstationPhase::Ready));
+        let s = taken_by_name(&state, &caller("alice"), &req, &id, t0()).expect("ready");
+        assert_eq!(
+            (s.phase, s.workstation.as_ref(), s.ready_at),
+            (SessionPhase::Ready, Some(&id), Some(t0()))
+        );
+        assert_eq!(s.last_activity, Some(t0()));
+    }
+}

@@ -144,14 +144,16 @@ pub async fn create_pool(
 
 pub async fn broker(ns: &str) -> TestBroker {
     let ns = ns.to_owned();
-    TestBroker::start(move |c: &mut Config| {
-        c.backend.kind = BackendKind::Kubernetes;
-        c.backend.kubernetes.namespace = ns;
-        c.backend.kubernetes.kubeconfig = Some(broker_kubeconfig());
-        c.backend.kubernetes.lease_duration = Duration::from_secs(3);
-        c.pools.clear();
-    })
-    .await
+    TestBroker::start(move |c: &mut Config| configure(c, &ns)).await
+}
+
+/// `c` as a cluster-mode broker in `ns`, with the broker's own identity and a short lease.
+pub fn configure(c: &mut Config, ns: &str) {
+    c.backend.kind = BackendKind::Kubernetes;
+    c.backend.kubernetes.namespace = ns.to_owned();
+    c.backend.kubernetes.kubeconfig = Some(broker_kubeconfig());
+    c.backend.kubernetes.lease_duration = Duration::from_secs(3);
+    c.pools.clear();
 }
 
 pub async fn pods(client: &Client, ns: &str) -> Vec<Pod> {

@@ -14,10 +14,10 @@ use kube::{Api, Client, api::PostParams};
 use tokio::sync::watch;
 
 use super::metrics::{Category, KubeMetrics};
-use crate::shutdown::Shutdown;
+use crate::{clock::Clock, shutdown::Shutdown};
 
 /// Who competes for which lease.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LeaseConfig {
     /// Lease name.
     pub name: String,
@@ -25,6 +25,8 @@ pub struct LeaseConfig {
     pub identity: String,
     /// How long a lease lasts without renewal.
     pub duration: Duration,
+    /// Where renewals read the time (the Lease records wall-clock times).
+    pub clock: Arc<dyn Clock>,
 }
 
 /// What to do with the lease we just read.
@@ -85,7 +87,7 @@ pub async fn run(
 }
 
 async fn try_hold(api: &Api<Lease>, cfg: &LeaseConfig, metrics: &KubeMetrics) -> bool {
-    let now = Timestamp::now();
+    let now = cfg.clock.now();
     let current = match api.get_opt(&cfg.name).await {
         Ok(l) => l,
         Err(e) => {

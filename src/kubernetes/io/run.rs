@@ -122,7 +122,12 @@ pub async fn start(
     let identity =
         format!("{}-{}-{}", hostname(), std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let events = Events::new(&client, &cfg.namespace, identity.clone(), stores.clone());
-    let lease_cfg = LeaseConfig { name: cfg.lease_name.clone(), identity, duration: cfg.lease_duration };
+    let lease_cfg = LeaseConfig {
+        name: cfg.lease_name.clone(),
+        identity,
+        duration: cfg.lease_duration,
+        clock: clock.clone(),
+    };
     let lease = lease::run(
         client.clone(),
         cfg.namespace.clone(),
