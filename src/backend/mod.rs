@@ -1,7 +1,9 @@
-//! The small interface the controllers drive to run workstations, and its implementations:
-//! the simulated cluster (the fallback of the embedded default), local desktops (`desktop`) and,
-//! in `crate::kubernetes`, the cluster.
-//! Backends report what happens through [`Observation`]s on a channel; they never decide.
+//! The small interface the embedded engine's controller drives to run workstations, and its
+//! implementations: the simulated cluster (the fallback of the embedded default) and local
+//! desktops (`desktop`). Backends report what happens through [`Observation`]s on a channel;
+//! they never decide. Cluster mode does not run workstations through this trait: there the
+//! cluster is the state, and the kinds of workstation object sit behind
+//! `crate::kubernetes::workload`.
 
 pub mod desktop;
 pub mod simulated;

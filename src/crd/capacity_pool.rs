@@ -30,6 +30,29 @@ use crate::domain::{Access, Capacity, ConnectSpec, SessionLimits};
 )]
 #[serde(rename_all = "camelCase")]
 pub struct CapacityPoolSpec {
+    /// What the admin API manages too: names, capacity, access, limits, connect, schedules
+    /// and autoscale tuning (one list of fields for the object and for the admin API's patch).
+    #[serde(flatten)]
+    pub managed: ManagedPoolSpec,
+    /// The workstation pod: image, resources (`nvidia.com/gpu` or a MIG resource), node
+    /// selector, tolerations, runtime class, env, volumes. cadbroker adds its labels, an owner
+    /// reference, disables the service-account token and applies a restricted security context
+    /// where the template leaves it open.
+    #[schemars(schema_with = "preserve_unknown")]
+    pub template: PodTemplateSpec,
+    /// Low-priority placeholder pods that hold room for this pool's workstations on GPU nodes,
+    /// so that the cluster autoscaler adds nodes ahead of demand. Off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placeholders: Option<PlaceholderSpec>,
+}
+
+/// The part of a pool's spec that the admin API manages as well as the cluster's own tools:
+/// everything but the workload template and the placeholders. `PUT /api/v1/pools/{name}`
+/// writes it as a merge patch (`crd::ManagedPoolSpec::merge_patch`); optional fields serialize
+/// as `null` so that a patch clears them.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedPoolSpec {
     /// Name shown to drafters.
     #[serde(default)]
     pub display_name: String,
@@ -37,7 +60,7 @@ pub struct CapacityPoolSpec {
     #[serde(default)]
     pub description: String,
     /// GPU model the workstations need (the `nvidia.com/gpu.product` node label), if pinned.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub gpu_model: Option<String>,
     /// Size limits and warm buffer.
     pub capacity: Capacity,
@@ -50,23 +73,13 @@ pub struct CapacityPoolSpec {
     /// Where the desktop listens inside a workstation pod.
     #[serde(default)]
     pub connect: ConnectSpec,
-    /// The workstation pod: image, resources (`nvidia.com/gpu` or a MIG resource), node
-    /// selector, tolerations, runtime class, env, volumes. cadbroker adds its labels, an owner
-    /// reference, disables the service-account token and applies a restricted security context
-    /// where the template leaves it open.
-    #[schemars(schema_with = "preserve_unknown")]
-    pub template: PodTemplateSpec,
     /// Time-zone aware windows that override `capacity.warm` and `capacity.min` while they are
     /// open (correct across daylight-saving changes); the first open window wins.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub schedules: Vec<super::ScheduleWindowSpec>,
     /// How recent demand raises the warm buffer and how long a higher level is held.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub autoscale: Option<super::AutoscaleTuning>,
-    /// Low-priority placeholder pods that hold room for this pool's workstations on GPU nodes,
-    /// so that the cluster autoscaler adds nodes ahead of demand. Off when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub placeholders: Option<PlaceholderSpec>,
 }
 
 /// Placeholder pods of a pool. Each asks for what one workstation asks for (the template's

@@ -13,9 +13,9 @@ mod workstation_session;
 
 pub use capacity_pool::{
     AutoscalerMemory, CapacityPool, CapacityPoolSpec, CapacityPoolStatus, DEFAULT_PLACEHOLDER_CLASS,
-    PlaceholderSpec,
+    ManagedPoolSpec, PlaceholderSpec,
 };
-pub use pool_spec::{GPU_RESOURCE, ManagedPoolSpec, gpus_of};
+pub use pool_spec::{GPU_RESOURCE, gpus_of};
 pub use schedule::{AutoscaleTuning, ScheduleWindowSpec};
 pub use workstation_session::{WorkstationSession, WorkstationSessionSpec, WorkstationSessionStatus};
 

@@ -1,14 +1,14 @@
 //! The one translation between a CapacityPool's spec and the domain's pool, both ways: the
 //! domain pool a CapacityPool stands for, the problems of the parts the domain cannot read, and
-//! the merge patch that writes a domain pool back into an existing CapacityPool. Both
+//! the merge patch that writes a domain pool back into an existing CapacityPool (its
+//! [`ManagedPoolSpec`], the very fields the object's spec flattens in). Both
 //! directions destructure their source without `..`, so a field added to either type fails to
 //! compile here until it is carried across (or deliberately left out, with the reason).
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
-use serde::Serialize;
 
-use super::{AutoscaleTuning, CapacityPool, CapacityPoolSpec, ScheduleWindowSpec};
-use crate::domain::{Access, Capacity, ConnectSpec, PoolName, PoolSpec, SessionLimits};
+use super::{AutoscaleTuning, CapacityPool, CapacityPoolSpec, ManagedPoolSpec, ScheduleWindowSpec};
+use crate::domain::{PoolName, PoolSpec};
 
 /// The GPU extended resource workstation templates ask for.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
@@ -18,6 +18,11 @@ impl From<&CapacityPool> for PoolSpec {
     /// [`CapacityPool::spec_problems`].
     fn from(pool: &CapacityPool) -> Self {
         let CapacityPoolSpec {
+            managed,
+            template,
+            placeholders: _, // cluster-only: the allocator reads them from the object
+        } = &pool.spec;
+        let ManagedPoolSpec {
             display_name,
             description,
             gpu_model,
@@ -25,11 +30,9 @@ impl From<&CapacityPool> for PoolSpec {
             access,
             limits,
             connect,
-            template,
             schedules,
             autoscale,
-            placeholders: _, // cluster-only: the allocator reads them from the object
-        } = &pool.spec;
+        } = managed;
         PoolSpec {
             name: PoolName(pool.metadata.name.clone().unwrap_or_default()),
             display_name: display_name.clone(),
@@ -50,35 +53,11 @@ impl CapacityPool {
     /// Why parts of the spec are ignored: schedule windows or autoscale tuning whose values
     /// the domain cannot read (a misspelt time zone, a time like `7h30`, a duration like `15x`).
     pub fn spec_problems(&self) -> Vec<String> {
-        let windows = self.spec.schedules.iter().filter_map(|w| w.to_domain().err());
-        let tuning = self.spec.autoscale.as_ref().and_then(|a| a.to_domain().err());
+        let managed = &self.spec.managed;
+        let windows = managed.schedules.iter().filter_map(|w| w.to_domain().err());
+        let tuning = managed.autoscale.as_ref().and_then(|a| a.to_domain().err());
         windows.chain(tuning).collect()
     }
-}
-
-/// The part of a CapacityPool spec that the admin API manages: everything but the template
-/// and the placeholders, which only the cluster's own tools (kubectl, Helm) change.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ManagedPoolSpec {
-    /// See [`CapacityPoolSpec::display_name`].
-    pub display_name: String,
-    /// See [`CapacityPoolSpec::description`].
-    pub description: String,
-    /// See [`CapacityPoolSpec::gpu_model`]; `null` removes a pinned model.
-    pub gpu_model: Option<String>,
-    /// See [`CapacityPoolSpec::capacity`].
-    pub capacity: Capacity,
-    /// See [`CapacityPoolSpec::access`].
-    pub access: Access,
-    /// See [`CapacityPoolSpec::limits`].
-    pub limits: SessionLimits,
-    /// See [`CapacityPoolSpec::connect`].
-    pub connect: ConnectSpec,
-    /// See [`CapacityPoolSpec::schedules`].
-    pub schedules: Vec<ScheduleWindowSpec>,
-    /// See [`CapacityPoolSpec::autoscale`].
-    pub autoscale: AutoscaleTuning,
 }
 
 impl From<&PoolSpec> for ManagedPoolSpec {
@@ -105,7 +84,7 @@ impl From<&PoolSpec> for ManagedPoolSpec {
             limits: *limits,
             connect: connect.clone(),
             schedules: schedules.iter().map(ScheduleWindowSpec::of).collect(),
-            autoscale: AutoscaleTuning::of(autoscale),
+            autoscale: Some(AutoscaleTuning::of(autoscale)),
         }
     }
 }

@@ -1,6 +1,10 @@
-//! The application layer the HTTP API depends on: one trait, [`SessionService`], its views
-//! and errors. The embedded implementation ([`engine::Engine`]) drives the domain over an
-//! in-memory state and a backend; the Kubernetes one will write custom resources instead.
+//! The application layer the HTTP API, the portal and the gateway depend on: one trait,
+//! [`SessionService`], its views and errors, and the reads every implementation answers alike
+//! ([`read`]). Two implementations, both deciding through the domain: the embedded engine
+//! ([`engine::Engine`]: the domain state in memory, workstations run by a `backend`), and cluster
+//! mode's `kubernetes::service::KubeSessionService` (the state rebuilt from watch caches,
+//! workstations of any workload kind behind `kubernetes::workload`). A new kind of workstation
+//! is a backend (embedded) or a workload kind (cluster), never a third service.
 
 pub mod controller;
 pub mod engine;

@@ -67,7 +67,7 @@ pub fn build_placeholder_pod(pool: &CapacityPool, name: &str, namespace: &str, p
         namespace,
         pool: &pool_name,
         template: &reduced,
-        gpu_model: pool.spec.gpu_model.as_deref(),
+        gpu_model: pool.spec.managed.gpu_model.as_deref(),
         session: None,
         owner: &owner,
     });

@@ -134,7 +134,7 @@ pub fn build_workstation(input: &WorkstationInput<'_>) -> WorkstationManifest {
                 namespace: input.namespace,
                 pool: pool_name,
                 template: &input.pool.spec.template,
-                gpu_model: input.pool.spec.gpu_model.as_deref(),
+                gpu_model: input.pool.spec.managed.gpu_model.as_deref(),
                 session: input.session,
                 owner: input.owner,
             })))
