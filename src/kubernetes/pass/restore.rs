@@ -172,31 +172,24 @@ fn account_for_missing_pods(state: &mut State, now: Timestamp) {
         let Some((pool, created_at)) = state.session(&id).map(|s| (s.pool.clone(), s.requested_at)) else {
             continue;
         };
+        let stand_in = |id: &SessionId, ws: &WorkstationId, phase| Workstation {
+            id: ws.clone(),
+            pool: pool.clone(),
+            phase,
+            session: Some(id.clone()),
+            node: None,
+            endpoint: None,
+            created_at,
+            ready_at: None,
+            message: None,
+        };
         match phase {
-            SessionPhase::Starting => state.restore_workstation(Workstation {
-                id: ws,
-                pool,
-                phase: WorkstationPhase::Starting,
-                session: Some(id),
-                node: None,
-                endpoint: None,
-                created_at,
-                ready_at: None,
-                message: None,
-            }),
+            SessionPhase::Starting => {
+                state.restore_workstation(stand_in(&id, &ws, WorkstationPhase::Starting))
+            }
             SessionPhase::Ending => {
-                // Its pod is gone: exactly what a backend reports when a stop completes.
-                state.restore_workstation(Workstation {
-                    id: ws.clone(),
-                    pool,
-                    phase: WorkstationPhase::Stopping,
-                    session: Some(id),
-                    node: None,
-                    endpoint: None,
-                    created_at,
-                    ready_at: None,
-                    message: None,
-                });
+                // Its workstation is gone: exactly what a backend reports when a stop completes.
+                state.restore_workstation(stand_in(&id, &ws, WorkstationPhase::Stopping));
                 observe(state, &Observation::Gone { workstation: ws, lost: false }, now);
             }
             SessionPhase::Queued => {}
