@@ -2,11 +2,18 @@
 //! pool and get a desktop in the browser; admins define the pools.
 //!
 //! ```text
-//!  http (API) ──► service::SessionService ──► service::engine ──► backend (simulated, …)
-//!                                                 │     ▲               │ observations
-//!                                                 ▼     └───────────────┘
-//!                                              domain (pure: decide, reconcile, apply)
+//!  cli ─► commands ─► app (wiring; config, telemetry, shutdown, clock)
+//!  http (API, admin) ─► portal ─┐     gateway (proxy ─► websocket ─► relay) ─┐
+//!        └───────────► auth     ├─────────────► service::SessionService ◄───┘
+//!  metrics ─► domain            │        ┌──────────────┴──────────────┐
+//!                               │  service::engine ─► backend    kubernetes (service, io,
+//!                               │        │   (simulated, desktop)  pass, build, workload) ─► crd
+//!                               │        └──────► domain (pure) ◄───────┘
+//!  sim (simulator, planner) ─► domain
 //! ```
+//!
+//! docs/architecture.md walks through every module and the paths of a request and of a
+//! desktop connection; `make cycles` keeps the arrows pointing one way.
 
 pub mod app;
 pub mod auth;
